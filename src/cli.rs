@@ -1,0 +1,210 @@
+//! The `hookledger` command line: argument parsing (clap) and the inspection commands
+//! `state`, `history` and `verify`, which open the database read-only.
+//!
+//! Exit codes: 0 success, 1 `verify` found a problem, 2 an error (a message names the cause).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{LedgerError, Result};
+use crate::ids::{DeliveryKey, EventId, WebhookId};
+use crate::ledger::record::{Record, RecordBody, Timestamp};
+use crate::ledger::view::QueueView;
+use crate::ledger::{fold_records, history, verify};
+use crate::store::duck::{DuckStore, OpenMode};
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookledger",
+    version,
+    about = "An event-sourced webhook delivery ledger"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the queue reconstructed from the ledger (now, or at a point in the past).
+    State(StateArgs),
+    /// Print one delivery's records in order: its audit trail.
+    History(HistoryArgs),
+    /// Re-fold the ledger from scratch and check seqs, transitions and the hash chain.
+    Verify(DbArg),
+}
+
+#[derive(Debug, Args)]
+pub struct DbArg {
+    /// The database file.
+    #[arg(long, env = "HOOKLEDGER_DB", default_value = "hookledger.duckdb")]
+    pub db: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Reconstruct the state as of this instant (RFC 3339, e.g. 2026-01-01T03:00:00Z).
+    #[arg(long, value_parser = parse_rfc3339, conflicts_with = "seq")]
+    pub at: Option<Timestamp>,
+    /// Reconstruct the state right after this record.
+    #[arg(long)]
+    pub seq: Option<u64>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The webhook id (a UUID).
+    #[arg(long)]
+    pub webhook: WebhookId,
+    /// The event id (a UUID).
+    #[arg(long)]
+    pub event: EventId,
+    /// Print JSON instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_rfc3339(s: &str) -> std::result::Result<Timestamp, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.to_utc())
+        .map_err(|e| format!("`{s}` is not an RFC 3339 timestamp ({e}); try 2026-01-01T03:00:00Z"))
+}
+
+/// Parses the process arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::State(args) => state(&args),
+        Command::History(args) => show_history(&args),
+        Command::Verify(args) => {
+            let verdict = verify::verify(&open_read_only(&args.db)?, None)?;
+            println!("{verdict}");
+            Ok(if verdict.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn open_read_only(path: &Path) -> Result<DuckStore> {
+    DuckStore::open(path, OpenMode::ReadOnly)
+}
+
+fn state(args: &StateArgs) -> Result<ExitCode> {
+    let store = open_read_only(&args.db.db)?;
+    let upto = match (args.at, args.seq) {
+        (Some(at), _) => store.last_seq_at(at)?,
+        (None, Some(seq)) => seq,
+        (None, None) => u64::MAX,
+    };
+    let view = QueueView::of(&fold_records(&store, upto)?);
+    if args.json {
+        println!("{}", to_json(&view)?);
+    } else {
+        print!("{}", render_state(&view));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| LedgerError::Invalid(e.to_string()))
+}
+
+/// The text form of `state`: counts by state, then the live rows.
+pub fn render_state(view: &QueueView) -> String {
+    let c = view.counts;
+    let as_of = view.as_of.map_or("-".to_owned(), |t| t.to_rfc3339());
+    let mut out = format!(
+        "as of seq {} ({as_of})\npending {}  in_attempt {}  delivered {}  dead {}  parked {}\n",
+        view.as_of_seq, c.pending, c.in_attempt, c.delivered, c.dead, c.parked
+    );
+    if !view.live.is_empty() {
+        out.push_str("webhook_id                            event_id                              state       attempts  due_at\n");
+    }
+    for row in &view.live {
+        let due = row.due_at.map_or("-".to_owned(), |t| t.to_rfc3339());
+        out.push_str(&format!(
+            "{}  {}  {:<10}  {:>8}  {due}\n",
+            row.webhook_id, row.event_id, row.state, row.attempts
+        ));
+    }
+    out
+}
+
+fn show_history(args: &HistoryArgs) -> Result<ExitCode> {
+    let store = open_read_only(&args.db.db)?;
+    let records = history(&store, DeliveryKey::new(args.webhook, args.event))?;
+    if records.is_empty() {
+        return Err(LedgerError::Invalid(format!(
+            "no records for webhook {} and event {}",
+            args.webhook, args.event
+        )));
+    }
+    if args.json {
+        println!("{}", to_json(&records)?);
+    } else {
+        for r in &records {
+            println!("{}", render_record(r));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One record as a line: seq, time, kind and what it carries.
+pub fn render_record(r: &Record) -> String {
+    let detail = match &r.body {
+        RecordBody::Enqueued { due_at } => format!("due {}", due_at.to_rfc3339()),
+        RecordBody::Attempted { attempt } => format!("attempt {attempt}"),
+        RecordBody::Delivered {
+            attempt,
+            status,
+            duration_ms,
+        } => format!("attempt {attempt}: HTTP {status} in {duration_ms} ms"),
+        RecordBody::Failed(f) => format!(
+            "attempt {}: {} ({}) in {} ms; next due {}",
+            f.attempt,
+            f.error_class,
+            f.error,
+            f.duration_ms,
+            f.next_due_at.to_rfc3339()
+        ),
+        RecordBody::DeadParked { reason } | RecordBody::Parked { reason } => reason.clone(),
+        RecordBody::Requeued {
+            from,
+            due_at,
+            reason,
+        } => format!(
+            "from {}: {reason}; due {}",
+            from.as_str(),
+            due_at.to_rfc3339()
+        ),
+    };
+    format!(
+        "{:>6}  {}  {:<11}  {detail}",
+        r.seq,
+        r.recorded_at.to_rfc3339(),
+        r.kind().as_str()
+    )
+}

@@ -1,0 +1,6 @@
+//! Everything that talks to receivers: Standard Webhooks signing, the retry schedule, and the
+//! URL guard that keeps deliveries away from internal addresses.
+
+pub mod backoff;
+pub mod guard;
+pub mod signing;

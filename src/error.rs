@@ -1,0 +1,57 @@
+//! The library's error type. Variants name what a caller can act on; HTTP and CLI map them in
+//! one place each.
+
+use std::path::PathBuf;
+
+use crate::ids::DeliveryKey;
+use crate::ledger::record::RecordKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("database error: {0}")]
+    Db(#[from] duckdb::Error),
+
+    #[error("no database at {path}")]
+    NotFound { path: PathBuf },
+
+    #[error("database {path} is locked by another process (is `hookledger serve` running?)")]
+    Locked { path: PathBuf },
+
+    #[error("database schema version {found} is newer than this hookledger supports ({supported}); upgrade hookledger")]
+    SchemaTooNew { found: u32, supported: u32 },
+
+    #[error(
+        "record seq {seq} has format version {found}; this hookledger reads up to {supported}"
+    )]
+    UnknownRecordFormat { seq: u64, found: u8, supported: u8 },
+
+    #[error("invalid transition for delivery {key}: `{record}` is not allowed when {from}")]
+    InvalidTransition {
+        key: DeliveryKey,
+        from: String,
+        record: RecordKind,
+    },
+
+    #[error("ledger corrupt at seq {seq}: {reason}")]
+    Corrupt { seq: u64, reason: String },
+
+    #[error("registry change {seq} is invalid: {reason}")]
+    InvalidChange { seq: u64, reason: String },
+
+    #[error("event {event_id} was already published{}", if *same_body { "" } else { " with a different body" })]
+    EventExists {
+        event_id: crate::ids::EventId,
+        same_body: bool,
+    },
+
+    #[error("the commit failed and nothing of it was written: {0}")]
+    CommitFailed(String),
+
+    #[error("the ledger writer has stopped")]
+    WriterGone,
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = LedgerError> = std::result::Result<T, E>;

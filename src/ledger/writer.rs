@@ -1,0 +1,352 @@
+//! The single writer: one thread owns the read-write connection and appends everything.
+//!
+//! Callers send [`Commit`]s over a channel. The writer takes every commit waiting in the queue
+//! (group commit: concurrent callers share one durable transaction), checks each against the
+//! projection plus what the batch already staged (an invalid one is refused alone, with a typed
+//! error, and nothing of it is written), gives the records gapless seqs and one chain link,
+//! commits, applies the records to the in-memory projection in seq order, and only then
+//! answers each caller with its seqs.
+
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::chain::{batch_hash, BatchLink, Hash};
+use super::projection::Staging;
+use super::record::{to_micros, NewRecord, Record, RecordBody, Timestamp};
+use super::stored::StoredRecord;
+use super::Shared;
+use crate::clock::Clock;
+use crate::error::{LedgerError, Result};
+use crate::ids::{DeliveryKey, EventId, WebhookId};
+use crate::registry::{Change, ChangeRecord, Registry, StoredChange};
+use crate::store::{CommitBatch, Store, StoredEvent};
+
+/// How many commits one transaction takes at most.
+const MAX_COMMITS_PER_BATCH: usize = 4096;
+
+/// A new event to store with a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    pub event_id: EventId,
+    pub event_type: String,
+    pub body: Vec<u8>,
+}
+
+/// What one caller wants appended atomically.
+#[derive(Debug, Default)]
+pub struct Commit {
+    pub events: Vec<NewEvent>,
+    pub records: Vec<NewRecord>,
+    pub changes: Vec<(WebhookId, Change)>,
+    /// Park every pending delivery of this webhook, for this reason (decided by the writer
+    /// against the projection, so no delivery can slip between the check and the commit).
+    pub park: Option<(WebhookId, String)>,
+    pub settings: Vec<(String, String)>,
+}
+
+/// The caller's answer: what was appended and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The seqs of the appended records, in the order given (parked records last).
+    pub seqs: Vec<u64>,
+    /// The keys of the records appended by `park`.
+    pub parked: Vec<DeliveryKey>,
+    pub change_seqs: Vec<u64>,
+    pub recorded_at: Timestamp,
+}
+
+pub(crate) struct Request {
+    pub commit: Commit,
+    pub reply: oneshot::Sender<Result<Receipt>>,
+}
+
+/// A commit that passed its checks, with what the writer added to it.
+struct Staged {
+    request: Request,
+    records: Vec<NewRecord>,
+    parked: Vec<DeliveryKey>,
+}
+
+pub(crate) struct Writer {
+    pub store: Box<dyn Store>,
+    pub shared: Arc<Shared>,
+    pub clock: Arc<dyn Clock>,
+    pub last_link: Hash,
+    pub last_change_hash: Hash,
+}
+
+impl Writer {
+    pub fn run(mut self, rx: Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_COMMITS_PER_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.process(batch);
+        }
+    }
+
+    fn process(&mut self, requests: Vec<Request>) {
+        let now = self.now();
+        let existing = self.existing_events(&requests);
+        let staged = {
+            let projection = self.shared.read_projection();
+            let registry = self.shared.read_registry();
+            stage_all(requests, &projection, &registry, &existing)
+        };
+        if staged.is_empty() {
+            return;
+        }
+        let (batch, records, changes) = self.build(&staged, now);
+        if let Err(e) = self.store.commit(&batch) {
+            tracing::error!(error = %e, "ledger commit failed; nothing of this batch was acknowledged");
+            let message = e.to_string();
+            for s in staged {
+                let _ = s
+                    .request
+                    .reply
+                    .send(Err(LedgerError::CommitFailed(message.clone())));
+            }
+            return;
+        }
+        self.publish(&batch, &records, &changes);
+        let mut next = records.iter().map(|r| r.seq);
+        let mut next_change = changes.iter().map(|c| c.seq);
+        for s in staged {
+            let receipt = Receipt {
+                seqs: next.by_ref().take(s.records.len()).collect(),
+                parked: s.parked,
+                change_seqs: next_change
+                    .by_ref()
+                    .take(s.request.commit.changes.len())
+                    .collect(),
+                recorded_at: now,
+            };
+            let _ = s.request.reply.send(Ok(receipt));
+        }
+    }
+
+    /// The batch's timestamp: the clock, truncated to microseconds, never before the last one.
+    fn now(&self) -> Timestamp {
+        let now = to_micros(self.clock.now());
+        match self.shared.read_projection().last_recorded_at() {
+            Some(last) if last > now => last,
+            _ => now,
+        }
+    }
+
+    fn existing_events(&self, requests: &[Request]) -> Vec<StoredEvent> {
+        let ids: Vec<EventId> = requests
+            .iter()
+            .flat_map(|r| r.commit.events.iter().map(|e| e.event_id))
+            .collect();
+        // A failed lookup leaves the primary key on `events` to refuse duplicates.
+        self.store.events(&ids).unwrap_or_default()
+    }
+
+    /// Gives records and changes their seqs, time and chain links.
+    fn build(
+        &self,
+        staged: &[Staged],
+        now: Timestamp,
+    ) -> (CommitBatch, Vec<Record>, Vec<ChangeRecord>) {
+        let mut seq = self.shared.read_projection().last_seq();
+        let mut change_seq = self.shared.read_registry().last_seq();
+        let mut batch = CommitBatch::default();
+        let mut records = Vec::new();
+        let mut changes = Vec::new();
+        let mut prev_change = self.last_change_hash;
+        for s in staged {
+            for e in &s.request.commit.events {
+                batch.events.push(StoredEvent {
+                    event_id: e.event_id,
+                    event_type: e.event_type.clone(),
+                    published_at: now,
+                    body: e.body.clone(),
+                });
+            }
+            for r in &s.records {
+                seq += 1;
+                records.push(Record {
+                    seq,
+                    recorded_at: now,
+                    key: r.key,
+                    body: r.body.clone(),
+                });
+            }
+            for (webhook_id, change) in &s.request.commit.changes {
+                change_seq += 1;
+                let rec = ChangeRecord {
+                    seq: change_seq,
+                    recorded_at: now,
+                    webhook_id: *webhook_id,
+                    change: change.clone(),
+                };
+                let row = StoredChange::from_change(&rec, &prev_change);
+                prev_change = row.hash;
+                batch.changes.push(row);
+                changes.push(rec);
+            }
+            batch
+                .settings
+                .extend(s.request.commit.settings.iter().cloned());
+        }
+        batch.records = records.iter().map(StoredRecord::from_record).collect();
+        if let (Some(first), Some(last)) = (records.first(), records.last()) {
+            let link = BatchLink {
+                first_seq: first.seq,
+                last_seq: last.seq,
+                hash: batch_hash(&self.last_link, &batch.records),
+            };
+            batch.link = Some((link, now));
+        }
+        (batch, records, changes)
+    }
+
+    /// After a durable commit: fold it into the in-memory state and wake whoever waits.
+    fn publish(&mut self, batch: &CommitBatch, records: &[Record], changes: &[ChangeRecord]) {
+        if let Some((link, _)) = &batch.link {
+            self.last_link = link.hash;
+        }
+        if let Some(last) = batch.changes.last() {
+            self.last_change_hash = last.hash;
+        }
+        {
+            let mut projection = self.shared.write_projection();
+            for r in records {
+                if let Err(e) = projection.apply(r) {
+                    tracing::error!(error = %e, "a checked record failed to apply (bug)");
+                }
+            }
+        }
+        if !changes.is_empty() {
+            let mut registry = self.shared.write_registry();
+            for c in changes {
+                if let Err(e) = registry.apply(c) {
+                    tracing::error!(error = %e, "a checked change failed to apply (bug)");
+                }
+            }
+        }
+        self.shared.notify(records.last().map(|r| r.seq));
+    }
+}
+
+/// Checks every request in arrival order against the projection plus what earlier requests of
+/// the batch staged. A refused request is answered at once and leaves no trace in the batch.
+fn stage_all(
+    requests: Vec<Request>,
+    projection: &super::projection::Projection,
+    registry: &Registry,
+    existing: &[StoredEvent],
+) -> Vec<Staged> {
+    let mut staged: Vec<Staged> = Vec::new();
+    let mut staging = Staging::new(projection);
+    let mut registry = registry.clone();
+    let mut seen_events: Vec<EventId> = existing.iter().map(|e| e.event_id).collect();
+    for request in requests {
+        let checked = check_events(&request.commit, existing, &seen_events)
+            .and_then(|()| stage_one(&request.commit, &mut staging, &mut registry));
+        match checked {
+            Ok((records, parked)) => {
+                seen_events.extend(request.commit.events.iter().map(|e| e.event_id));
+                staged.push(Staged {
+                    request,
+                    records,
+                    parked,
+                });
+            }
+            Err(e) => {
+                let _ = request.reply.send(Err(e));
+                // Rebuild the staging from the accepted requests only.
+                staging = Staging::new(projection);
+                for s in &staged {
+                    for r in &s.records {
+                        let _ = staging.stage(r.key, &r.body);
+                    }
+                }
+            }
+        }
+    }
+    staged
+}
+
+fn check_events(commit: &Commit, existing: &[StoredEvent], seen: &[EventId]) -> Result<()> {
+    for (i, e) in commit.events.iter().enumerate() {
+        let dup_here = commit.events[..i].iter().any(|o| o.event_id == e.event_id);
+        if let Some(old) = existing.iter().find(|o| o.event_id == e.event_id) {
+            return Err(LedgerError::EventExists {
+                event_id: e.event_id,
+                same_body: old.body == e.body && old.event_type == e.event_type,
+            });
+        }
+        if dup_here || seen.contains(&e.event_id) {
+            return Err(LedgerError::EventExists {
+                event_id: e.event_id,
+                same_body: false,
+            });
+        }
+    }
+    for r in &commit.records {
+        if matches!(r.body, RecordBody::Enqueued { .. })
+            && !commit.events.iter().any(|e| e.event_id == r.key.event_id)
+        {
+            return Err(LedgerError::Invalid(format!(
+                "enqueued record for {} must come with its new event",
+                r.key
+            )));
+        }
+    }
+    Ok(())
+}
+
+type StagedRecords = (Vec<NewRecord>, Vec<DeliveryKey>);
+
+fn stage_one(
+    commit: &Commit,
+    staging: &mut Staging<'_>,
+    registry: &mut Registry,
+) -> Result<StagedRecords> {
+    // The batch's registry copy takes the changes only if the whole commit passes.
+    let mut trial = None;
+    if !commit.changes.is_empty() {
+        let mut copy = registry.clone();
+        for (webhook_id, change) in &commit.changes {
+            let rec = ChangeRecord {
+                seq: copy.last_seq() + 1,
+                recorded_at: Timestamp::UNIX_EPOCH,
+                webhook_id: *webhook_id,
+                change: change.clone(),
+            };
+            copy.apply(&rec)?;
+        }
+        trial = Some(copy);
+    }
+    let mut records: Vec<NewRecord> = commit
+        .records
+        .iter()
+        .map(|r| NewRecord::new(r.key, r.body.clone().normalized()))
+        .collect();
+    for r in &records {
+        staging.stage(r.key, &r.body)?;
+    }
+    let mut parked = Vec::new();
+    if let Some((webhook_id, reason)) = &commit.park {
+        for key in staging.pending_of(*webhook_id) {
+            let body = RecordBody::Parked {
+                reason: reason.clone(),
+            };
+            staging.stage(key, &body)?;
+            records.push(NewRecord::new(key, body));
+            parked.push(key);
+        }
+    }
+    if let Some(copy) = trial {
+        *registry = copy;
+    }
+    Ok((records, parked))
+}

@@ -1,0 +1,29 @@
+//! hookledger: an event-sourced webhook delivery ledger.
+//!
+//! Producers publish events; every active webhook whose filter matches gets a delivery, which is
+//! signed (Standard Webhooks), POSTed, retried on a backoff schedule, dead-parked when its
+//! budget is spent and parked when its webhook goes away. Every step is an immutable record in
+//! the `webhook_deliveries` log in DuckDB; queue state is a projection folded from that log.
+//!
+//! # Layout
+//! - [`ids`]: the id newtypes (webhook, event, delivery key).
+//! - [`clock`]: injected time.
+//! - [`ledger`]: the records ([`ledger::record`]), their stored form and canonical encoding
+//!   ([`ledger::stored`]), the hash chain ([`ledger::chain`]), the pure fold
+//!   ([`ledger::projection`]), the single writer ([`ledger::writer`]), and
+//!   [`ledger::verify`].
+//! - [`registry`]: the webhooks, event-sourced from `webhook_changes`.
+//! - [`store`]: the storage trait and its DuckDB implementation; `schema/` holds the DDL.
+//! - [`delivery`]: what talks to receivers: signing, backoff, the URL guard.
+//! - [`cli`]: the `hookledger` command.
+
+pub mod cli;
+pub mod clock;
+pub mod delivery;
+pub mod error;
+pub mod ids;
+pub mod ledger;
+pub mod registry;
+pub mod store;
+
+pub use error::{LedgerError, Result};

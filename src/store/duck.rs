@@ -1,0 +1,397 @@
+//! The DuckDB store: one database file, schema applied from `schema/*.sql` at open.
+//!
+//! The writer owns one read-write [`DuckStore`]; readers (the CLI, API queries, `verify`) use
+//! their own connections, cloned from it or opened read-only, and rely on DuckDB's MVCC.
+//! Records are appended with DuckDB's Appender inside the batch's transaction.
+
+use std::path::{Path, PathBuf};
+
+use duckdb::types::{TimeUnit, Value};
+use duckdb::{params, params_from_iter, AccessMode, Config, Connection};
+use uuid::Uuid;
+
+use super::{CommitBatch, Store, StoredEvent};
+use crate::error::{LedgerError, Result};
+use crate::ids::{DeliveryKey, EventId};
+use crate::ledger::chain::BatchLink;
+use crate::ledger::record::Timestamp;
+use crate::ledger::stored::StoredRecord;
+use crate::registry::StoredChange;
+
+/// The numbered schema files, applied in order. The database records the highest applied.
+pub const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../schema/001_ledger.sql"))];
+
+/// The schema version this build writes and understands.
+pub fn supported_schema() -> u32 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}
+
+/// How to open a database file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create if missing and apply pending migrations (the writer).
+    ReadWrite,
+    /// The file must exist; nothing is written (CLI inspection, audits).
+    ReadOnly,
+}
+
+/// A DuckDB connection speaking the [`Store`] trait.
+pub struct DuckStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl DuckStore {
+    pub fn open(path: &Path, mode: OpenMode) -> Result<Self> {
+        if mode == OpenMode::ReadOnly && !path.exists() {
+            return Err(LedgerError::NotFound {
+                path: path.to_owned(),
+            });
+        }
+        let access = match mode {
+            OpenMode::ReadWrite => AccessMode::ReadWrite,
+            OpenMode::ReadOnly => AccessMode::ReadOnly,
+        };
+        let config = Config::default().access_mode(access)?;
+        let conn = Connection::open_with_flags(path, config).map_err(|e| open_error(e, path))?;
+        let store = Self {
+            conn,
+            path: path.to_owned(),
+        };
+        store.migrate(mode)?;
+        Ok(store)
+    }
+
+    /// Another connection to the same database, for reads beside the writer.
+    pub fn reader(&self) -> Result<Self> {
+        Ok(Self {
+            conn: self.conn.try_clone()?,
+            path: self.path.clone(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Direct SQL access, for the audit views and for tests that play the attacker.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn migrate(&self, mode: OpenMode) -> Result<()> {
+        let supported = supported_schema();
+        let found = self.schema_version()?;
+        if found > supported {
+            return Err(LedgerError::SchemaTooNew { found, supported });
+        }
+        if mode == OpenMode::ReadOnly {
+            return Ok(());
+        }
+        self.conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations \
+             (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)",
+        )?;
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+            let tx = self.conn.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES (?)",
+                params![version],
+            )?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The highest applied migration (0 for a new file).
+    pub fn schema_version(&self) -> Result<u32> {
+        let exists: i64 = self.conn.query_row(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'",
+            [],
+            |r| r.get(0),
+        )?;
+        if exists == 0 {
+            return Ok(0);
+        }
+        let v: Option<u32> =
+            self.conn
+                .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+                    r.get(0)
+                })?;
+        Ok(v.unwrap_or(0))
+    }
+
+    fn append_records(&self, records: &[StoredRecord]) -> Result<()> {
+        let mut app = self.conn.appender("webhook_deliveries")?;
+        for r in records {
+            app.append_row(params![
+                r.seq as i64,
+                ts(r.recorded_at_us),
+                r.format_version,
+                r.kind,
+                r.webhook_id,
+                r.event_id,
+                r.attempt,
+                r.status_code,
+                r.error_class,
+                r.error,
+                r.duration_ms,
+                r.due_at_us.map(ts),
+                r.reason,
+                r.response_body,
+                r.prior_state,
+            ])?;
+        }
+        app.flush()?;
+        Ok(())
+    }
+
+    fn append_changes(&self, changes: &[StoredChange]) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO webhook_changes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?;
+        for c in changes {
+            stmt.execute(params![
+                c.seq as i64,
+                ts(c.recorded_at_us),
+                c.format_version,
+                c.kind,
+                c.webhook_id,
+                c.url,
+                c.event_types,
+                c.description,
+                c.active,
+                c.secret,
+                c.previous_until_us.map(ts),
+                c.reason,
+                c.hash.to_vec(),
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn append_events(&self, events: &[StoredEvent]) -> Result<()> {
+        let mut app = self.conn.appender("events")?;
+        for e in events {
+            app.append_row(params![
+                e.event_id.0,
+                e.event_type,
+                ts(e.published_at.timestamp_micros()),
+                e.body,
+            ])?;
+        }
+        app.flush()?;
+        Ok(())
+    }
+}
+
+/// The columns of a ledger row, in the order [`read_record`] expects.
+const RECORD_COLUMNS: &str = "seq, epoch_us(recorded_at), format_version, kind, \
+     webhook_id::VARCHAR, event_id::VARCHAR, attempt, status_code, error_class, error, \
+     duration_ms, epoch_us(due_at), reason, response_body, prior_state";
+
+fn read_record(row: &duckdb::Row<'_>) -> duckdb::Result<StoredRecord> {
+    let uuid = |i: usize| -> duckdb::Result<Uuid> {
+        let s: String = row.get(i)?;
+        Uuid::parse_str(&s).map_err(|e| {
+            duckdb::Error::FromSqlConversionFailure(i, duckdb::types::Type::Text, Box::new(e))
+        })
+    };
+    Ok(StoredRecord {
+        seq: row.get::<_, i64>(0)? as u64,
+        recorded_at_us: row.get(1)?,
+        format_version: row.get(2)?,
+        kind: row.get(3)?,
+        webhook_id: uuid(4)?,
+        event_id: uuid(5)?,
+        attempt: row.get(6)?,
+        status_code: row.get(7)?,
+        error_class: row.get(8)?,
+        error: row.get(9)?,
+        duration_ms: row.get(10)?,
+        due_at_us: row.get(11)?,
+        reason: row.get(12)?,
+        response_body: row.get(13)?,
+        prior_state: row.get(14)?,
+    })
+}
+
+fn ts(us: i64) -> Value {
+    Value::Timestamp(TimeUnit::Microsecond, us)
+}
+
+fn open_error(e: duckdb::Error, path: &Path) -> LedgerError {
+    if e.to_string().contains("Could not set lock") {
+        LedgerError::Locked {
+            path: path.to_owned(),
+        }
+    } else {
+        LedgerError::Db(e)
+    }
+}
+
+impl Store for DuckStore {
+    fn commit(&mut self, batch: &CommitBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        self.append_events(&batch.events)?;
+        self.append_records(&batch.records)?;
+        if let Some((link, committed_at)) = &batch.link {
+            tx.execute(
+                "INSERT INTO ledger_batches VALUES (?, ?, ?, ?)",
+                params![
+                    link.first_seq as i64,
+                    link.last_seq as i64,
+                    ts(committed_at.timestamp_micros()),
+                    link.hash.to_vec()
+                ],
+            )?;
+        }
+        self.append_changes(&batch.changes)?;
+        for (name, value) in &batch.settings {
+            tx.execute(
+                "INSERT OR REPLACE INTO settings VALUES (?, ?)",
+                params![name, value],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn scan_records(
+        &self,
+        from: u64,
+        to: u64,
+        f: &mut dyn FnMut(StoredRecord) -> Result<()>,
+    ) -> Result<()> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM webhook_deliveries WHERE seq BETWEEN ? AND ? ORDER BY seq"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut rows = stmt.query(params![from as i64, to.min(i64::MAX as u64) as i64])?;
+        while let Some(row) = rows.next()? {
+            f(read_record(row)?)?;
+        }
+        Ok(())
+    }
+
+    fn last_seq(&self) -> Result<u64> {
+        let v: Option<i64> =
+            self.conn
+                .query_row("SELECT max(seq) FROM webhook_deliveries", [], |r| r.get(0))?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    fn last_seq_at(&self, at: Timestamp) -> Result<u64> {
+        let v: Option<i64> = self.conn.query_row(
+            "SELECT max(seq) FROM webhook_deliveries WHERE recorded_at <= ?",
+            params![ts(at.timestamp_micros())],
+            |r| r.get(0),
+        )?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    fn links(&self) -> Result<Vec<BatchLink>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT first_seq, last_seq, hash FROM ledger_batches ORDER BY first_seq")?;
+        let rows = stmt.query_map([], |r| {
+            let hash: Vec<u8> = r.get(2)?;
+            Ok(BatchLink {
+                first_seq: r.get::<_, i64>(0)? as u64,
+                last_seq: r.get::<_, i64>(1)? as u64,
+                hash: hash.try_into().unwrap_or([0; 32]),
+            })
+        })?;
+        Ok(rows.collect::<duckdb::Result<_>>()?)
+    }
+
+    fn changes(&self) -> Result<Vec<StoredChange>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, epoch_us(recorded_at), format_version, kind, webhook_id::VARCHAR, url, \
+             event_types, description, active, secret, epoch_us(previous_until), reason, hash \
+             FROM webhook_changes ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let id: String = r.get(4)?;
+            let hash: Vec<u8> = r.get(12)?;
+            Ok(StoredChange {
+                seq: r.get::<_, i64>(0)? as u64,
+                recorded_at_us: r.get(1)?,
+                format_version: r.get(2)?,
+                kind: r.get(3)?,
+                webhook_id: Uuid::parse_str(&id).unwrap_or_default(),
+                url: r.get(5)?,
+                event_types: r.get(6)?,
+                description: r.get(7)?,
+                active: r.get(8)?,
+                secret: r.get(9)?,
+                previous_until_us: r.get(10)?,
+                reason: r.get(11)?,
+                hash: hash.try_into().unwrap_or([0; 32]),
+            })
+        })?;
+        Ok(rows.collect::<duckdb::Result<_>>()?)
+    }
+
+    fn history(&self, key: DeliveryKey) -> Result<Vec<StoredRecord>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM webhook_deliveries \
+             WHERE webhook_id = ?::UUID AND event_id = ?::UUID ORDER BY seq"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(
+            params![key.webhook_id.0.to_string(), key.event_id.0.to_string()],
+            read_record,
+        )?;
+        Ok(rows.collect::<duckdb::Result<_>>()?)
+    }
+
+    fn events(&self, ids: &[EventId]) -> Result<Vec<StoredEvent>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let marks = vec!["?::UUID"; ids.len()].join(", ");
+        let sql = format!(
+            "SELECT event_id::VARCHAR, event_type, epoch_us(published_at), body FROM events \
+             WHERE event_id IN ({marks})"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(ids.iter().map(|i| i.0.to_string())), |r| {
+            let id: String = r.get(0)?;
+            let us: i64 = r.get(2)?;
+            Ok(StoredEvent {
+                event_id: EventId(Uuid::parse_str(&id).unwrap_or_default()),
+                event_type: r.get(1)?,
+                published_at: chrono::DateTime::from_timestamp_micros(us).unwrap_or_default(),
+                body: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<duckdb::Result<_>>()?)
+    }
+
+    fn first_duplicate_enqueue(&self) -> Result<Option<u64>> {
+        let v: Option<i64> = self.conn.query_row(
+            "SELECT min(seq) FROM (SELECT seq, row_number() OVER \
+             (PARTITION BY webhook_id, event_id ORDER BY seq) AS n \
+             FROM webhook_deliveries WHERE kind = 'enqueued') WHERE n > 1",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(v.map(|s| s as u64))
+    }
+
+    fn setting(&self, name: &str) -> Result<Option<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT value FROM settings WHERE name = ?")?;
+        let mut rows = stmt.query(params![name])?;
+        Ok(match rows.next()? {
+            Some(r) => Some(r.get(0)?),
+            None => None,
+        })
+    }
+}

@@ -1,0 +1,84 @@
+//! The storage boundary: the few operations the ledger needs from a database, as one small
+//! trait. DuckDB implements it now ([`duck::DuckStore`]); a second backend (PostgreSQL, for
+//! several dispatcher nodes) implements the same trait and must pass the same conformance tests
+//! (`tests/it/store_conformance.rs`).
+//!
+//! Invariant: a store only appends. `commit` writes one batch atomically or not at all; nothing
+//! here updates or deletes a ledger, chain or registry row.
+
+pub mod duck;
+
+use crate::error::Result;
+use crate::ids::{DeliveryKey, EventId};
+use crate::ledger::chain::BatchLink;
+use crate::ledger::record::Timestamp;
+use crate::ledger::stored::StoredRecord;
+use crate::registry::StoredChange;
+
+/// A published event as stored: the exact body bytes that are signed and sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub event_id: EventId,
+    pub event_type: String,
+    pub published_at: Timestamp,
+    pub body: Vec<u8>,
+}
+
+/// Everything one writer commit appends, in one transaction.
+#[derive(Debug, Default)]
+pub struct CommitBatch {
+    pub events: Vec<StoredEvent>,
+    pub records: Vec<StoredRecord>,
+    /// The chain link covering `records` (present whenever `records` is not empty).
+    pub link: Option<(BatchLink, Timestamp)>,
+    pub changes: Vec<StoredChange>,
+    pub settings: Vec<(String, String)>,
+}
+
+impl CommitBatch {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.records.is_empty()
+            && self.changes.is_empty()
+            && self.settings.is_empty()
+    }
+}
+
+/// The operations the ledger needs from a database.
+pub trait Store: Send {
+    /// Appends the batch atomically: all of it is durable when this returns `Ok`, none of it
+    /// otherwise.
+    fn commit(&mut self, batch: &CommitBatch) -> Result<()>;
+
+    /// Calls `f` with every ledger record whose seq is in `from..=to`, in seq order.
+    fn scan_records(
+        &self,
+        from: u64,
+        to: u64,
+        f: &mut dyn FnMut(StoredRecord) -> Result<()>,
+    ) -> Result<()>;
+
+    /// The seq of the last ledger record (0 when empty).
+    fn last_seq(&self) -> Result<u64>;
+
+    /// The seq of the last record recorded at or before `at` (0 if none).
+    fn last_seq_at(&self, at: Timestamp) -> Result<u64>;
+
+    /// Every chain link, in order.
+    fn links(&self) -> Result<Vec<BatchLink>>;
+
+    /// Every registry change, in seq order.
+    fn changes(&self) -> Result<Vec<StoredChange>>;
+
+    /// One delivery's records, in seq order.
+    fn history(&self, key: DeliveryKey) -> Result<Vec<StoredRecord>>;
+
+    /// The stored events among `ids`.
+    fn events(&self, ids: &[EventId]) -> Result<Vec<StoredEvent>>;
+
+    /// The seq of the first `enqueued` record for a delivery that was already enqueued, if any
+    /// (the one check the in-memory fold cannot make, since it forgets finished deliveries).
+    fn first_duplicate_enqueue(&self) -> Result<Option<u64>>;
+
+    fn setting(&self, name: &str) -> Result<Option<String>>;
+}
