@@ -1,0 +1,154 @@
+//! Shared test helpers: a ledger on a temp-dir DuckDB file with a manual clock, and builders
+//! for the commits a scenario needs.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::Duration;
+use hookledger::clock::ManualClock;
+use hookledger::ids::{DeliveryKey, EventId, WebhookId};
+use hookledger::ledger::record::{ErrorClass, Failure, NewRecord, RecordBody, Terminal, Timestamp};
+use hookledger::ledger::writer::{Commit, NewEvent, Receipt};
+use hookledger::ledger::Ledger;
+use hookledger::Result;
+use tempfile::TempDir;
+use uuid::Uuid;
+
+/// A ledger on a fresh database file, driven by a manual clock.
+pub struct TestLedger {
+    pub dir: TempDir,
+    pub path: PathBuf,
+    pub clock: ManualClock,
+    pub ledger: Option<Ledger>,
+}
+
+impl TestLedger {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ledger.duckdb");
+        let clock = ManualClock::at_epoch();
+        let ledger = Ledger::open(&path, Arc::new(clock.clone())).expect("open ledger");
+        Self {
+            dir,
+            path,
+            clock,
+            ledger: Some(ledger),
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        self.ledger.as_ref().expect("ledger is open")
+    }
+
+    /// Closes the ledger (the writer finishes) and opens the file again: a full rebuild.
+    pub fn reopen(&mut self) {
+        if let Some(l) = self.ledger.take() {
+            l.close();
+        }
+        self.ledger = Some(Ledger::open(&self.path, Arc::new(self.clock.clone())).expect("reopen"));
+    }
+
+    pub fn close(&mut self) {
+        if let Some(l) = self.ledger.take() {
+            l.close();
+        }
+    }
+
+    pub fn commit(&self, commit: Commit) -> Result<Receipt> {
+        self.ledger().commit_blocking(commit)
+    }
+
+    pub fn advance(&self, seconds: i64) {
+        self.clock.advance(Duration::seconds(seconds));
+    }
+
+    pub fn now(&self) -> Timestamp {
+        use hookledger::clock::Clock;
+        self.clock.now()
+    }
+
+    /// Publishes event `n` to `webhooks`: the event plus one `enqueued` record each, due now.
+    pub fn publish(&self, n: u128, webhooks: &[WebhookId]) -> Result<Receipt> {
+        self.commit(publish_commit(n, webhooks, self.now()))
+    }
+
+    /// Appends one record for `key`.
+    pub fn append(&self, key: DeliveryKey, body: RecordBody) -> Result<Receipt> {
+        self.commit(Commit {
+            records: vec![NewRecord::new(key, body)],
+            ..Commit::default()
+        })
+    }
+}
+
+pub fn webhook(n: u128) -> WebhookId {
+    WebhookId(Uuid::from_u128(0xAAAA_0000 + n))
+}
+
+pub fn event(n: u128) -> EventId {
+    EventId(Uuid::from_u128(0xEEEE_0000 + n))
+}
+
+pub fn key(w: u128, e: u128) -> DeliveryKey {
+    DeliveryKey::new(webhook(w), event(e))
+}
+
+pub fn publish_commit(n: u128, webhooks: &[WebhookId], now: Timestamp) -> Commit {
+    Commit {
+        events: vec![NewEvent {
+            event_id: event(n),
+            event_type: "order.created".into(),
+            body: format!("{{\"order\":{n}}}").into_bytes(),
+        }],
+        records: webhooks
+            .iter()
+            .map(|w| {
+                NewRecord::new(
+                    DeliveryKey::new(*w, event(n)),
+                    RecordBody::Enqueued { due_at: now },
+                )
+            })
+            .collect(),
+        ..Commit::default()
+    }
+}
+
+pub fn attempted(attempt: u16) -> RecordBody {
+    RecordBody::Attempted { attempt }
+}
+
+pub fn delivered(attempt: u16) -> RecordBody {
+    RecordBody::Delivered {
+        attempt,
+        status: 200,
+        duration_ms: 12,
+    }
+}
+
+pub fn failed(attempt: u16, status: u16, next_due_at: Timestamp) -> RecordBody {
+    RecordBody::Failed(Failure {
+        attempt,
+        status: Some(status),
+        error_class: ErrorClass::Status,
+        error: format!("HTTP {status}"),
+        duration_ms: 20,
+        next_due_at,
+        response_body: Some("try later".into()),
+    })
+}
+
+pub fn dead_parked() -> RecordBody {
+    RecordBody::DeadParked {
+        reason: "attempt budget spent".into(),
+    }
+}
+
+pub fn requeued(from: Terminal, due_at: Timestamp) -> RecordBody {
+    RecordBody::Requeued {
+        from,
+        due_at,
+        reason: "operator: receiver fixed".into(),
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests: one binary, real DuckDB files in temp dirs, real child processes.
+
+mod common;
+
+mod cli;
+mod durability;
+mod ledger_props;
+mod scenarios;
+mod store_conformance;
+mod tamper;
+mod writer;

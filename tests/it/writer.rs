@@ -1,0 +1,198 @@
+//! The single writer: typed refusals that write nothing, group commit with gapless seqs,
+//! idempotent events, monotonic record time.
+
+use std::sync::Arc;
+
+use hookledger::ledger::record::{NewRecord, RecordBody, RecordKind};
+use hookledger::ledger::writer::{Commit, NewEvent};
+use hookledger::store::Store;
+use hookledger::LedgerError;
+
+use crate::common::*;
+
+#[test]
+fn an_invalid_transition_is_refused_with_a_typed_error_and_writes_nothing() {
+    let mut t = TestLedger::new();
+    t.publish(1, &[webhook(1)]).unwrap();
+    let before = t.ledger().state();
+    let err = t.append(key(1, 1), delivered(1)).unwrap_err();
+    match err {
+        LedgerError::InvalidTransition { key: k, record, .. } => {
+            assert_eq!(k, key(1, 1));
+            assert_eq!(record, RecordKind::Delivered);
+        }
+        other => panic!("expected InvalidTransition, got {other:?}"),
+    }
+    assert_eq!(t.ledger().state(), before);
+    t.reopen();
+    assert_eq!(t.ledger().state(), before, "nothing reached the file");
+}
+
+#[test]
+fn failed_after_delivered_is_refused() {
+    let t = TestLedger::new();
+    t.publish(1, &[webhook(1)]).unwrap();
+    t.append(key(1, 1), attempted(1)).unwrap();
+    t.append(key(1, 1), delivered(1)).unwrap();
+    let err = t.append(key(1, 1), failed(1, 500, t.now())).unwrap_err();
+    assert!(
+        matches!(err, LedgerError::InvalidTransition { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn enqueued_twice_for_one_delivery_is_refused_live_or_finished() {
+    let t = TestLedger::new();
+    let mut twice = publish_commit(1, &[webhook(1)], t.now());
+    twice.records.push(twice.records[0].clone());
+    let err = t.commit(twice).unwrap_err();
+    assert!(
+        matches!(err, LedgerError::InvalidTransition { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        t.ledger().state().last_seq(),
+        0,
+        "the whole commit was refused"
+    );
+
+    t.publish(1, &[webhook(1)]).unwrap();
+    t.append(key(1, 1), attempted(1)).unwrap();
+    t.append(key(1, 1), delivered(1)).unwrap();
+    // Finished deliveries are not in memory; the event's primary key still refuses it.
+    let err = t.publish(1, &[webhook(1)]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::EventExists {
+                same_body: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let mut other_body = publish_commit(1, &[webhook(1)], t.now());
+    other_body.events[0].body = b"{\"order\":999}".to_vec();
+    let err = t.commit(other_body).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::EventExists {
+                same_body: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let enqueue_without_event = Commit {
+        records: vec![NewRecord::new(
+            key(2, 1),
+            RecordBody::Enqueued { due_at: t.now() },
+        )],
+        ..Commit::default()
+    };
+    assert!(t.commit(enqueue_without_event).is_err());
+    assert_eq!(t.ledger().state().last_seq(), 3);
+}
+
+#[test]
+fn one_refused_commit_does_not_disturb_the_others_in_its_batch() {
+    let t = TestLedger::new();
+    for n in 1..=3 {
+        t.publish(n, &[webhook(1)]).unwrap();
+    }
+    // Submitted without waiting, so the writer takes them as one batch.
+    let good_a = t.ledger().submit(Commit {
+        records: vec![NewRecord::new(key(1, 1), attempted(1))],
+        ..Commit::default()
+    });
+    let bad = t.ledger().submit(Commit {
+        records: vec![
+            NewRecord::new(key(1, 2), attempted(1)),
+            NewRecord::new(key(1, 2), attempted(1)),
+        ],
+        ..Commit::default()
+    });
+    let good_b = t.ledger().submit(Commit {
+        records: vec![NewRecord::new(key(1, 2), attempted(1))],
+        ..Commit::default()
+    });
+    assert_eq!(good_a.blocking_recv().unwrap().unwrap().seqs, vec![4]);
+    assert!(bad.blocking_recv().unwrap().is_err());
+    assert_eq!(good_b.blocking_recv().unwrap().unwrap().seqs, vec![5]);
+    assert!(t.ledger().verify().unwrap().ok());
+}
+
+#[test]
+fn concurrent_callers_share_commits_and_get_gapless_seqs() {
+    let t = Arc::new(TestLedger::new());
+    let threads = 32;
+    let per_thread = 20u128;
+    let handles: Vec<_> = (0..threads)
+        .map(|th| {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                (0..per_thread)
+                    .map(|i| {
+                        let n = th as u128 * 1000 + i;
+                        t.publish(n, &[webhook(1), webhook(2)]).unwrap().seqs
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = Vec::new();
+    for h in handles {
+        for seqs in h.join().unwrap() {
+            assert_eq!(seqs.len(), 2);
+            assert_eq!(seqs[1], seqs[0] + 1, "a caller's records are consecutive");
+            all.extend(seqs);
+        }
+    }
+    all.sort_unstable();
+    let total = threads as u64 * per_thread as u64 * 2;
+    assert_eq!(
+        all,
+        (1..=total).collect::<Vec<_>>(),
+        "gapless, no duplicates"
+    );
+    let links = t.ledger().reader().unwrap().links().unwrap();
+    let commits = threads * per_thread as usize;
+    assert!(
+        links.len() < commits,
+        "group commit: {} batches for {commits} commits",
+        links.len()
+    );
+    assert!(t.ledger().verify().unwrap().ok());
+}
+
+#[test]
+fn record_time_never_goes_backwards_even_when_the_clock_does() {
+    let t = TestLedger::new();
+    t.advance(100);
+    let first = t.publish(1, &[webhook(1)]).unwrap().recorded_at;
+    t.advance(-50);
+    let second = t.publish(2, &[webhook(1)]).unwrap().recorded_at;
+    assert_eq!(second, first);
+    t.advance(60);
+    assert!(t.publish(3, &[webhook(1)]).unwrap().recorded_at > first);
+}
+
+#[test]
+fn event_bodies_are_stored_once_byte_for_byte() {
+    let t = TestLedger::new();
+    let body = vec![0xff, 0x00, b'{', b'}'];
+    t.commit(Commit {
+        events: vec![NewEvent {
+            event_id: event(9),
+            event_type: "raw".into(),
+            body: body.clone(),
+        }],
+        ..Commit::default()
+    })
+    .unwrap();
+    let stored = t.ledger().reader().unwrap().events(&[event(9)]).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].body, body);
+}
