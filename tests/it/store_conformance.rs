@@ -1,0 +1,188 @@
+//! The store conformance suite: what every [`Store`] implementation must do. DuckDB runs it
+//! now; a second backend adds one line at the bottom and must pass the same checks.
+
+use chrono::DateTime;
+use hookledger::ids::{DeliveryKey, EventId};
+use hookledger::ledger::chain::{batch_hash, genesis, BatchLink};
+use hookledger::ledger::record::{Record, RecordBody, Timestamp};
+use hookledger::ledger::stored::StoredRecord;
+use hookledger::store::duck::{DuckStore, OpenMode};
+use hookledger::store::{CommitBatch, Store, StoredEvent};
+
+use crate::common::*;
+
+fn at(s: i64) -> Timestamp {
+    DateTime::from_timestamp(1_767_225_600 + s, 0).unwrap()
+}
+
+fn row(seq: u64, k: DeliveryKey, body: RecordBody) -> StoredRecord {
+    StoredRecord::from_record(&Record {
+        seq,
+        recorded_at: at(seq as i64 * 10),
+        key: k,
+        body,
+    })
+}
+
+fn stored_event(n: u128) -> StoredEvent {
+    StoredEvent {
+        event_id: event(n),
+        event_type: "order.created".into(),
+        published_at: at(0),
+        body: vec![b'{', 0xfe, b'}'],
+    }
+}
+
+/// A batch of records `first..first+len` for distinct deliveries, with its chain link.
+fn batch(first: u64, rows: Vec<StoredRecord>, events: Vec<StoredEvent>) -> CommitBatch {
+    let link = BatchLink {
+        first_seq: first,
+        last_seq: first + rows.len() as u64 - 1,
+        hash: batch_hash(&genesis(), &rows),
+    };
+    CommitBatch {
+        events,
+        records: rows,
+        link: Some((link, at(0))),
+        ..CommitBatch::default()
+    }
+}
+
+fn scan_all(store: &dyn Store, from: u64, to: u64) -> Vec<StoredRecord> {
+    let mut out = Vec::new();
+    store
+        .scan_records(from, to, &mut |r| {
+            out.push(r);
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+/// Every check of the suite, against a fresh, empty store from `make`.
+fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
+    empty_store_reads_as_empty(make().as_mut());
+    committed_records_read_back_in_order(make().as_mut());
+    a_failed_commit_writes_nothing(make().as_mut());
+    history_events_and_settings(make().as_mut());
+    duplicate_enqueues_are_found(make().as_mut());
+}
+
+fn empty_store_reads_as_empty(store: &mut dyn Store) {
+    assert_eq!(store.last_seq().unwrap(), 0);
+    assert!(store.links().unwrap().is_empty());
+    assert!(store.changes().unwrap().is_empty());
+    assert!(scan_all(store, 1, u64::MAX).is_empty());
+    store.commit(&CommitBatch::default()).unwrap();
+    assert_eq!(store.first_duplicate_enqueue().unwrap(), None);
+}
+
+fn committed_records_read_back_in_order(store: &mut dyn Store) {
+    let rows: Vec<_> = (1..=5)
+        .map(|n| row(n, key(1, n as u128), RecordBody::Enqueued { due_at: at(0) }))
+        .collect();
+    let events = (1..=5).map(stored_event).collect();
+    let b = batch(1, rows.clone(), events);
+    store.commit(&b).unwrap();
+    assert_eq!(scan_all(store, 1, u64::MAX), rows);
+    assert_eq!(scan_all(store, 2, 3), rows[1..3].to_vec());
+    assert_eq!(store.last_seq().unwrap(), 5);
+    assert_eq!(store.last_seq_at(at(30)).unwrap(), 3);
+    assert_eq!(store.last_seq_at(at(-1)).unwrap(), 0);
+    assert_eq!(store.links().unwrap(), vec![b.link.unwrap().0]);
+}
+
+fn a_failed_commit_writes_nothing(store: &mut dyn Store) {
+    let first = batch(
+        1,
+        vec![row(1, key(1, 1), RecordBody::Enqueued { due_at: at(0) })],
+        vec![stored_event(1)],
+    );
+    store.commit(&first).unwrap();
+    // The same event again violates its uniqueness: the whole batch must be refused.
+    let second = batch(
+        2,
+        vec![row(2, key(2, 1), RecordBody::Enqueued { due_at: at(0) })],
+        vec![stored_event(1)],
+    );
+    assert!(store.commit(&second).is_err());
+    assert_eq!(store.last_seq().unwrap(), 1);
+    assert_eq!(store.links().unwrap().len(), 1);
+}
+
+fn history_events_and_settings(store: &mut dyn Store) {
+    let rows = vec![
+        row(1, key(1, 1), RecordBody::Enqueued { due_at: at(0) }),
+        row(2, key(2, 1), RecordBody::Enqueued { due_at: at(0) }),
+        row(3, key(1, 1), attempted(1)),
+    ];
+    let mut b = batch(1, rows.clone(), vec![stored_event(1)]);
+    b.settings.push(("api_token".into(), "t1".into()));
+    store.commit(&b).unwrap();
+    let trail = store.history(key(1, 1)).unwrap();
+    assert_eq!(trail, vec![rows[0].clone(), rows[2].clone()]);
+    let found = store
+        .events(&[event(1), EventId(uuid::Uuid::nil())])
+        .unwrap();
+    assert_eq!(found, vec![stored_event(1)]);
+    assert_eq!(store.setting("api_token").unwrap().as_deref(), Some("t1"));
+    assert_eq!(store.setting("missing").unwrap(), None);
+}
+
+fn duplicate_enqueues_are_found(store: &mut dyn Store) {
+    let rows = vec![
+        row(1, key(1, 1), RecordBody::Enqueued { due_at: at(0) }),
+        row(2, key(1, 2), RecordBody::Enqueued { due_at: at(0) }),
+        row(3, key(1, 1), RecordBody::Enqueued { due_at: at(0) }),
+    ];
+    store.commit(&batch(1, rows, vec![])).unwrap();
+    assert_eq!(store.first_duplicate_enqueue().unwrap(), Some(3));
+}
+
+#[test]
+fn duckdb_store_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = std::cell::Cell::new(0);
+    conformance(&|| {
+        counter.set(counter.get() + 1);
+        let path = dir.path().join(format!("store-{}.duckdb", counter.get()));
+        Box::new(DuckStore::open(&path, OpenMode::ReadWrite).unwrap())
+    });
+}
+
+#[test]
+fn a_read_only_open_of_a_missing_file_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.duckdb");
+    let err = DuckStore::open(&path, OpenMode::ReadOnly).err().unwrap();
+    assert!(err.to_string().contains("no database at"), "{err}");
+    assert!(!path.exists(), "a read-only open creates nothing");
+}
+
+#[test]
+fn a_schema_newer_than_this_build_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.duckdb");
+    {
+        let store = DuckStore::open(&path, OpenMode::ReadWrite).unwrap();
+        store
+            .connection()
+            .execute("INSERT INTO schema_migrations (version) VALUES (7)", [])
+            .unwrap();
+    }
+    for mode in [OpenMode::ReadWrite, OpenMode::ReadOnly] {
+        let err = DuckStore::open(&path, mode).err().unwrap();
+        assert!(
+            matches!(
+                err,
+                hookledger::LedgerError::SchemaTooNew {
+                    found: 7,
+                    supported: 1
+                }
+            ),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains('7') && text.contains('1'), "{text}");
+    }
+}
