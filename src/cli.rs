@@ -35,6 +35,21 @@ pub enum Command {
     History(HistoryArgs),
     /// Re-fold the ledger from scratch and check seqs, transitions and the hash chain.
     Verify(DbArg),
+    /// Measure the ledger on this machine (figures with same-run baselines).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which scenario: rebuild, append or all.
+    #[arg(long, default_value = "all", value_parser = ["rebuild", "append", "all"])]
+    pub scenario: String,
+    /// How many records the rebuild scenario folds.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +111,16 @@ pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::State(args) => state(&args),
         Command::History(args) => show_history(&args),
+        Command::Bench(args) => {
+            let figures =
+                crate::bench::run(&args.scenario, args.records, &mut |p| eprintln!("{p}"))?;
+            if args.json {
+                println!("{}", to_json(&figures)?);
+            } else {
+                print!("{}", crate::bench::render(&figures));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify(args) => {
             let verdict = verify::verify(&open_read_only(&args.db)?, None)?;
             println!("{verdict}");

@@ -15,8 +15,9 @@
 //! - [`registry`]: the webhooks, event-sourced from `webhook_changes`.
 //! - [`store`]: the storage trait and its DuckDB implementation; `schema/` holds the DDL.
 //! - [`delivery`]: what talks to receivers: signing, backoff, the URL guard.
-//! - [`cli`]: the `hookledger` command.
+//! - [`cli`]: the `hookledger` command; [`bench`]: its benchmark scenarios.
 
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod delivery;

@@ -19,7 +19,9 @@ use crate::ledger::stored::StoredRecord;
 use crate::registry::StoredChange;
 
 /// The numbered schema files, applied in order. The database records the highest applied.
-pub const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../schema/001_ledger.sql"))];
+mod arrow_scan;
+
+pub const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../../schema/001_ledger.sql"))];
 
 /// The schema version this build writes and understands.
 pub fn supported_schema() -> u32 {
@@ -191,6 +193,11 @@ const RECORD_COLUMNS: &str = "seq, epoch_us(recorded_at), format_version, kind, 
      webhook_id::VARCHAR, event_id::VARCHAR, attempt, status_code, error_class, error, \
      duration_ms, epoch_us(due_at), reason, response_body, prior_state";
 
+/// The same columns for the columnar scan, UUIDs kept as UUIDs.
+const SCAN_COLUMNS: &str = "seq, epoch_us(recorded_at), format_version, kind, webhook_id, \
+     event_id, attempt, status_code, error_class, error, duration_ms, epoch_us(due_at), reason, \
+     response_body, prior_state";
+
 fn read_record(row: &duckdb::Row<'_>) -> duckdb::Result<StoredRecord> {
     let uuid = |i: usize| -> duckdb::Result<Uuid> {
         let s: String = row.get(i)?;
@@ -267,13 +274,17 @@ impl Store for DuckStore {
         to: u64,
         f: &mut dyn FnMut(StoredRecord) -> Result<()>,
     ) -> Result<()> {
+        // Columnar fetch: UUIDs arrive as 16-byte values (lossless Arrow conversion) and every
+        // column is read from its array, which is several times faster than the row API.
+        self.conn
+            .execute_batch("SET arrow_lossless_conversion = true")?;
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM webhook_deliveries WHERE seq BETWEEN ? AND ? ORDER BY seq"
+            "SELECT {SCAN_COLUMNS} FROM webhook_deliveries WHERE seq BETWEEN ? AND ? ORDER BY seq"
         );
         let mut stmt = self.conn.prepare(&sql)?;
-        let mut rows = stmt.query(params![from as i64, to.min(i64::MAX as u64) as i64])?;
-        while let Some(row) = rows.next()? {
-            f(read_record(row)?)?;
+        let to = to.min(i64::MAX as u64) as i64;
+        for batch in stmt.stream_arrow(params![from as i64, to])? {
+            arrow_scan::each_record(&batch?, f)?;
         }
         Ok(())
     }
