@@ -83,7 +83,9 @@ impl Ledger {
         let store = DuckStore::open(path, OpenMode::ReadWrite)?;
         let started = Instant::now();
         let projection = fold_records(&store, u64::MAX)?;
-        let registry = fold_registry(&store)?;
+        let changes = store.changes()?;
+        let last_change_hash = changes.last().map_or_else(registry::genesis, |c| c.hash);
+        let registry = fold_changes(changes)?;
         let rebuild = RebuildStats {
             records: projection.last_seq(),
             changes: registry.last_seq(),
@@ -93,10 +95,6 @@ impl Ledger {
             .links()?
             .last()
             .map_or_else(chain::genesis, |l| l.hash);
-        let last_change_hash = store
-            .changes()?
-            .last()
-            .map_or_else(registry::genesis, |c| c.hash);
         let reader = store.reader()?;
         let (committed, _) = watch::channel(projection.last_seq());
         let shared = Arc::new(Shared {
@@ -219,10 +217,10 @@ pub fn fold_records(store: &dyn Store, upto: u64) -> Result<Projection> {
     Ok(projection)
 }
 
-/// Folds the registry log.
-pub fn fold_registry(store: &dyn Store) -> Result<Registry> {
+/// Folds registry change rows, in seq order.
+fn fold_changes(rows: Vec<registry::StoredChange>) -> Result<Registry> {
     let mut registry = Registry::new();
-    for row in store.changes()? {
+    for row in rows {
         registry.apply(&row.into_change()?)?;
     }
     Ok(registry)
