@@ -202,7 +202,7 @@ fn append(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
     for callers in [1usize, 16, 256] {
         let path = dir.join(format!("append-{callers}.duckdb"));
         let ledger = Arc::new(Ledger::open(&path, Arc::new(SystemClock))?);
-        let per_caller = (4096 / callers).max(4).min(400);
+        let per_caller = (4096 / callers).clamp(4, 400);
         let elapsed = publish_load(&ledger, callers, per_caller)?;
         let commits = (callers * per_caller) as u64;
         let batches = ledger.reader()?.links()?.len() as f64;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::error::{LedgerError, Result};
 use crate::ledger::stored::StoredRecord;
 
-fn column<'a, T: 'static>(batch: &'a RecordBatch, i: usize) -> Result<&'a T> {
+fn column<T: 'static>(batch: &RecordBatch, i: usize) -> Result<&T> {
     batch.column(i).as_any().downcast_ref::<T>().ok_or_else(|| {
         LedgerError::Invalid(format!(
             "ledger column {i} has an unexpected type {}",

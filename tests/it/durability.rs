@@ -1,0 +1,200 @@
+//! Durability under SIGKILL: a child process appends from several threads and prints each
+//! commit acknowledgement; the parent kills it without warning, reopens the file, and finds
+//! every acknowledged record, every commit whole (both records of an event or neither), the
+//! chain intact and `verify` passing. Three kill/reopen cycles run on the same file, each child
+//! continuing the ledger the previous one left behind.
+//!
+//! The child is this test binary re-executed with a filter that runs only [`child_appender`],
+//! which does nothing unless `HOOKLEDGER_TEST_CHILD_DB` is set.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hookledger::clock::{Clock, SystemClock};
+use hookledger::ledger::Ledger;
+use uuid::Uuid;
+
+use crate::common::*;
+
+const DB_VAR: &str = "HOOKLEDGER_TEST_CHILD_DB";
+const CYCLE_VAR: &str = "HOOKLEDGER_TEST_CHILD_CYCLE";
+const THREADS: u128 = 4;
+const ACKS_BEFORE_KILL: usize = 300;
+const CYCLES: u128 = 3;
+/// The bound on one cycle (open, then 300 acks); far above what it takes.
+const CYCLE_BOUND: Duration = Duration::from_secs(120);
+
+/// The child: publishes new events to two webhooks from [`THREADS`] threads until killed,
+/// printing `acked <last seq> event <n>` after each durable receipt.
+#[test]
+fn child_appender() {
+    let Ok(db) = std::env::var(DB_VAR) else {
+        return;
+    };
+    let cycle: u128 = std::env::var(CYCLE_VAR).unwrap().parse().unwrap();
+    let ledger = Arc::new(Ledger::open(Path::new(&db), Arc::new(SystemClock)).unwrap());
+    let threads: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            let ledger = ledger.clone();
+            std::thread::spawn(move || {
+                let webhooks = [webhook(1), webhook(2)];
+                for i in 0.. {
+                    let n = cycle * 10_000_000 + thread * 1_000_000 + i;
+                    let commit = publish_commit(n, &webhooks, SystemClock.now());
+                    let receipt = ledger.commit_blocking(commit).unwrap();
+                    let last = receipt.seqs.last().unwrap();
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "acked {last} event {n}").unwrap();
+                    out.flush().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// Starts the child on `db` and returns it with a channel of its stdout lines.
+fn spawn_child(db: &Path, cycle: u128, stderr: &Path) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "durability::child_appender",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(DB_VAR, db)
+        .env(CYCLE_VAR, cycle.to_string())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Parses `acked <seq> event <n>`; other lines (the test harness's) are `None`.
+fn parse_ack(line: &str) -> Option<(u64, u128)> {
+    let rest = line.strip_prefix("acked ")?;
+    let (seq, n) = rest.split_once(" event ")?;
+    Some((seq.parse().unwrap(), n.parse().unwrap()))
+}
+
+/// One cycle: run the child until it has acknowledged enough commits, SIGKILL it, and return
+/// every acknowledgement it printed (seq -> event), including those still in the pipe.
+fn run_and_kill(db: &Path, cycle: u128, stderr: &Path) -> BTreeMap<u64, u128> {
+    let (mut child, lines) = spawn_child(db, cycle, stderr);
+    let deadline = Instant::now() + CYCLE_BOUND;
+    let mut acks = BTreeMap::new();
+    let mut other = Vec::new();
+    while acks.len() < ACKS_BEFORE_KILL {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => match parse_ack(&line) {
+                Some((seq, n)) => assert!(acks.insert(seq, n).is_none(), "seq {seq} acked twice"),
+                None => other.push(line),
+            },
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "cycle {cycle}: {} acks before {e:?}\nchild stdout: {other:#?}\nchild stderr: {}",
+                    acks.len(),
+                    std::fs::read_to_string(stderr).unwrap_or_default()
+                );
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL: no destructor, no close, no flush runs in the child
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the child was killed: {status:?}");
+    // The pipe may still hold acknowledgements printed just before the kill: they count too.
+    for line in lines.iter() {
+        if let Some((seq, n)) = parse_ack(&line) {
+            assert!(acks.insert(seq, n).is_none(), "seq {seq} acked twice");
+        }
+    }
+    acks
+}
+
+#[test]
+fn acknowledged_commits_survive_sigkill_and_the_chain_holds_after_each_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.duckdb");
+    let stderr = dir.path().join("child-stderr.log");
+    let mut all_acks = BTreeMap::new();
+    let mut last_seq_before = 0;
+    for cycle in 1..=CYCLES {
+        let acks = run_and_kill(&db, cycle, &stderr);
+        assert!(acks.len() >= ACKS_BEFORE_KILL);
+        assert!(
+            acks.keys().all(|s| *s > last_seq_before),
+            "cycle {cycle} continues after seq {last_seq_before}"
+        );
+        all_acks.extend(acks);
+
+        // The child is gone, so the file lock is free: reopen, which rebuilds from the log.
+        let ledger = Ledger::open(&db, Arc::new(SystemClock)).unwrap();
+        let last_seq = ledger.state().last_seq();
+        let max_acked = *all_acks.keys().last().unwrap();
+        assert!(
+            max_acked <= last_seq,
+            "cycle {cycle}: seq {max_acked} was acknowledged but the log ends at {last_seq}"
+        );
+        let verdict = ledger.verify().unwrap();
+        assert!(verdict.ok(), "cycle {cycle}: {verdict}");
+        assert_eq!(verdict.records, last_seq);
+
+        let reader = ledger.reader().unwrap();
+        let conn = reader.connection();
+        let stored: BTreeMap<u64, Uuid> = conn
+            .prepare("SELECT seq, event_id::VARCHAR FROM webhook_deliveries")
+            .unwrap()
+            .query_map([], |r| {
+                let id: String = r.get(1)?;
+                Ok((r.get::<_, i64>(0)? as u64, Uuid::parse_str(&id).unwrap()))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for (seq, n) in &all_acks {
+            assert_eq!(
+                stored.get(seq),
+                Some(&event(*n).0),
+                "cycle {cycle}: acknowledged seq {seq} (event {n}) is not in the file"
+            );
+        }
+        // Every commit is whole: each event has both its enqueued records, and its body row.
+        let torn: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM (SELECT event_id FROM webhook_deliveries \
+                 GROUP BY event_id HAVING count(*) <> 2)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(torn, 0, "cycle {cycle}: a commit was torn");
+        let events: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(events as u64 * 2, last_seq, "cycle {cycle}");
+        drop(reader);
+        ledger.close();
+        last_seq_before = last_seq;
+    }
+}
