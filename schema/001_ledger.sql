@@ -1,5 +1,6 @@
 -- hookledger schema 1: the ledger, its chain, events and the webhook registry.
--- Tables here are append-only: hookledger never issues UPDATE or DELETE against them.
+-- The logs here are append-only: hookledger never issues UPDATE or DELETE against them
+-- (only `settings` is a plain key-value table).
 
 -- The ledger: one row per fact about one delivery (webhook_id, event_id).
 -- Columns are typed so that audit queries are plain SQL; timestamps are UTC.
@@ -30,11 +31,14 @@ CREATE TABLE ledger_batches (
 );
 
 -- Published events with the exact body bytes that are signed and sent, stored once per event.
+-- Each row chains to the previous one (src/ledger/chain.rs), so a changed body is detected.
 CREATE TABLE events (
+    seq          BIGINT    NOT NULL, -- gapless, in commit order
     event_id     UUID      PRIMARY KEY,
     event_type   VARCHAR   NOT NULL,
     published_at TIMESTAMP NOT NULL,
-    body         BLOB      NOT NULL
+    body         BLOB      NOT NULL,
+    hash         BLOB      NOT NULL
 );
 
 -- The webhook registry's own append-only log; each row chains to the previous one.

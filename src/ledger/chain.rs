@@ -39,6 +39,28 @@ pub fn batch_hash(prev: &Hash, records: &[StoredRecord]) -> Hash {
     hasher.finalize().into()
 }
 
+/// The chain hash of one stored event (its exact body bytes included), given the previous
+/// event's. Events chain on their own: an event may be committed with no ledger records (no
+/// webhook matched it), and its body must still be tamper-evident.
+pub fn event_link(prev: &Hash, e: &crate::store::StoredEvent) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update(b"hookledger/event/v1");
+    hasher.update(prev);
+    hasher.update(e.seq.to_be_bytes());
+    hasher.update(e.event_id.0.as_bytes());
+    hasher.update((e.event_type.len() as u32).to_be_bytes());
+    hasher.update(e.event_type.as_bytes());
+    hasher.update(e.published_at.timestamp_micros().to_be_bytes());
+    hasher.update((e.body.len() as u64).to_be_bytes());
+    hasher.update(&e.body);
+    hasher.finalize().into()
+}
+
+/// The value the first event chains to.
+pub fn event_genesis() -> Hash {
+    Sha256::digest(b"hookledger/event-genesis").into()
+}
+
 /// One row of `ledger_batches`: the chain link for a committed batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchLink {

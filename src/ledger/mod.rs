@@ -95,6 +95,7 @@ impl Ledger {
             .links()?
             .last()
             .map_or_else(chain::genesis, |l| l.hash);
+        let last_event = store.last_event()?.unwrap_or((0, chain::event_genesis()));
         let reader = store.reader()?;
         let (committed, _) = watch::channel(projection.last_seq());
         let shared = Arc::new(Shared {
@@ -108,6 +109,7 @@ impl Ledger {
             clock,
             last_link,
             last_change_hash,
+            last_event,
         };
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()

@@ -20,6 +20,7 @@ use crate::store::Store;
 pub enum Log {
     Ledger,
     Registry,
+    Events,
 }
 
 /// The first thing found wrong.
@@ -35,6 +36,7 @@ pub struct Problem {
 pub struct Verdict {
     pub records: u64,
     pub batches: u64,
+    pub events: u64,
     pub changes: u64,
     pub problem: Option<Problem>,
 }
@@ -50,8 +52,8 @@ impl fmt::Display for Verdict {
         match &self.problem {
             None => write!(
                 f,
-                "ok: {} records in {} batches and {} registry changes; chains intact, state matches",
-                self.records, self.batches, self.changes
+                "ok: {} records in {} batches, {} events and {} registry changes; chains intact, state matches",
+                self.records, self.batches, self.events, self.changes
             ),
             Some(p) => write!(
                 f,
@@ -59,6 +61,7 @@ impl fmt::Display for Verdict {
                 match p.log {
                     Log::Ledger => "ledger",
                     Log::Registry => "registry",
+                    Log::Events => "events",
                 },
                 p.seq,
                 p.reason
@@ -98,11 +101,13 @@ pub fn verify(store: &dyn Store, live: Option<&Projection>) -> Result<Verdict> {
         }
     }
     let (changes, registry_problem) = verify_registry(store)?;
+    let (events, events_problem) = verify_events(store)?;
     Ok(Verdict {
         records: check.projection.last_seq(),
         batches: check.link_index as u64,
+        events,
         changes,
-        problem: problem.or(registry_problem),
+        problem: problem.or(registry_problem).or(events_problem),
     })
 }
 
@@ -230,4 +235,40 @@ fn verify_registry(store: &dyn Store) -> Result<(u64, Option<Problem>)> {
         count += 1;
     }
     Ok((count, None))
+}
+
+/// Walks the events in seq order and checks their chain (bodies included).
+fn verify_events(store: &dyn Store) -> Result<(u64, Option<Problem>)> {
+    let mut prev = chain::event_genesis();
+    let mut count = 0u64;
+    let mut problem = None;
+    let scanned = store.scan_events(&mut |e| {
+        let expected = count + 1;
+        let reason = if e.seq != expected {
+            Some(format!("event seq {expected} is missing"))
+        } else if chain::event_link(&prev, &e) != e.hash {
+            Some(format!(
+                "hash mismatch for event {} (its body or fields changed)",
+                e.event_id
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            problem = Some(Problem {
+                log: Log::Events,
+                seq: expected,
+                reason,
+            });
+            return Err(LedgerError::Invalid("verification stopped".into()));
+        }
+        prev = e.hash;
+        count += 1;
+        Ok(())
+    });
+    match (scanned, problem) {
+        (_, Some(p)) => Ok((count, Some(p))),
+        (Err(e), None) => Err(e),
+        (Ok(()), None) => Ok((count, None)),
+    }
 }

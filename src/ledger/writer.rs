@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::chain::{batch_hash, BatchLink, Hash};
+use super::chain::{batch_hash, event_link, BatchLink, Hash};
 use super::projection::Staging;
 use super::record::{to_micros, NewRecord, Record, RecordBody, Timestamp};
 use super::stored::StoredRecord;
@@ -75,6 +75,8 @@ pub(crate) struct Writer {
     pub clock: Arc<dyn Clock>,
     pub last_link: Hash,
     pub last_change_hash: Hash,
+    /// The last stored event's seq and chain hash.
+    pub last_event: (u64, Hash),
 }
 
 impl Writer {
@@ -161,14 +163,21 @@ impl Writer {
         let mut records = Vec::new();
         let mut changes = Vec::new();
         let mut prev_change = self.last_change_hash;
+        let (mut event_seq, mut prev_event) = self.last_event;
         for s in staged {
             for e in &s.request.commit.events {
-                batch.events.push(StoredEvent {
+                event_seq += 1;
+                let mut stored = StoredEvent {
+                    seq: event_seq,
                     event_id: e.event_id,
                     event_type: e.event_type.clone(),
                     published_at: now,
                     body: e.body.clone(),
-                });
+                    hash: [0; 32],
+                };
+                stored.hash = event_link(&prev_event, &stored);
+                prev_event = stored.hash;
+                batch.events.push(stored);
             }
             for r in &s.records {
                 seq += 1;
@@ -215,6 +224,9 @@ impl Writer {
         }
         if let Some(last) = batch.changes.last() {
             self.last_change_hash = last.hash;
+        }
+        if let Some(last) = batch.events.last() {
+            self.last_event = (last.seq, last.hash);
         }
         {
             let mut projection = self.shared.write_projection();

@@ -15,13 +15,16 @@ use crate::ledger::record::Timestamp;
 use crate::ledger::stored::StoredRecord;
 use crate::registry::StoredChange;
 
-/// A published event as stored: the exact body bytes that are signed and sent.
+/// A published event as stored: the exact body bytes that are signed and sent, chained to the
+/// previous event by `hash` (see [`crate::ledger::chain::event_link`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEvent {
+    pub seq: u64,
     pub event_id: EventId,
     pub event_type: String,
     pub published_at: Timestamp,
     pub body: Vec<u8>,
+    pub hash: crate::ledger::chain::Hash,
 }
 
 /// Everything one writer commit appends, in one transaction.
@@ -75,6 +78,12 @@ pub trait Store: Send {
 
     /// The stored events among `ids`.
     fn events(&self, ids: &[EventId]) -> Result<Vec<StoredEvent>>;
+
+    /// Calls `f` with every stored event, in seq order.
+    fn scan_events(&self, f: &mut dyn FnMut(StoredEvent) -> Result<()>) -> Result<()>;
+
+    /// The last event's seq and chain hash, if any.
+    fn last_event(&self) -> Result<Option<(u64, crate::ledger::chain::Hash)>>;
 
     /// The seq of the first `enqueued` record for a delivery that was already enqueued, if any
     /// (the one check the in-memory fold cannot make, since it forgets finished deliveries).

@@ -88,7 +88,7 @@ fn verify_of_a_sound_ledger_exits_0_and_reports_the_counts() {
     let o = hookledger(&["verify"], &t.path);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(
-        stdout(&o).starts_with("ok: 4 records in 3 batches and 0 registry changes"),
+        stdout(&o).starts_with("ok: 4 records in 3 batches, 1 events and 0 registry changes"),
         "{}",
         stdout(&o)
     );

@@ -25,12 +25,16 @@ fn row(seq: u64, k: DeliveryKey, body: RecordBody) -> StoredRecord {
 }
 
 fn stored_event(n: u128) -> StoredEvent {
-    StoredEvent {
+    let mut e = StoredEvent {
+        seq: n as u64,
         event_id: event(n),
         event_type: "order.created".into(),
         published_at: at(0),
         body: vec![b'{', 0xfe, b'}'],
-    }
+        hash: [0; 32],
+    };
+    e.hash = hookledger::ledger::chain::event_link(&[n as u8; 32], &e);
+    e
 }
 
 /// A batch of records `first..first+len` for distinct deliveries, with its chain link.
@@ -73,6 +77,7 @@ fn empty_store_reads_as_empty(store: &mut dyn Store) {
     assert!(store.links().unwrap().is_empty());
     assert!(store.changes().unwrap().is_empty());
     assert!(scan_all(store, 1, u64::MAX).is_empty());
+    assert_eq!(store.last_event().unwrap(), None);
     store.commit(&CommitBatch::default()).unwrap();
     assert_eq!(store.first_duplicate_enqueue().unwrap(), None);
 }
@@ -90,6 +95,15 @@ fn committed_records_read_back_in_order(store: &mut dyn Store) {
     assert_eq!(store.last_seq_at(at(30)).unwrap(), 3);
     assert_eq!(store.last_seq_at(at(-1)).unwrap(), 0);
     assert_eq!(store.links().unwrap(), vec![b.link.unwrap().0]);
+    let mut events = Vec::new();
+    store
+        .scan_events(&mut |e| {
+            events.push(e);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(events, (1..=5).map(stored_event).collect::<Vec<_>>());
+    assert_eq!(store.last_event().unwrap(), Some((5, stored_event(5).hash)));
 }
 
 fn a_failed_commit_writes_nothing(store: &mut dyn Store) {

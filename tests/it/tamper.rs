@@ -95,12 +95,17 @@ fn an_untampered_ledger_verifies_with_the_right_counts() {
     let verdict = verify(&DuckStore::open(&t.path, OpenMode::ReadOnly).unwrap(), None).unwrap();
     assert!(verdict.ok(), "{verdict}");
     assert_eq!(
-        (verdict.records, verdict.batches, verdict.changes),
-        (RECORDS, RECORDS, 1)
+        (
+            verdict.records,
+            verdict.batches,
+            verdict.events,
+            verdict.changes
+        ),
+        (RECORDS, RECORDS, 3, 1)
     );
     assert!(verdict
         .to_string()
-        .starts_with("ok: 8 records in 8 batches and 1 registry"));
+        .starts_with("ok: 8 records in 8 batches, 3 events and 1 registry"));
 }
 
 #[test]
@@ -234,6 +239,22 @@ fn editing_a_webhook_url_fails_in_the_registry_log() {
         verdict.to_string().starts_with("FAILED: registry seq 1"),
         "{verdict}"
     );
+}
+
+/// The body is what gets signed and sent: changing it must break the event chain.
+#[test]
+fn editing_an_event_body_or_deleting_an_event_fails_in_the_events_log() {
+    let t = fixture();
+    let verdict = attack(&t.path, |s| {
+        sql(
+            s,
+            "UPDATE events SET body = '{\"evil\":1}'::BLOB WHERE seq = 2",
+        )
+    });
+    assert_fails_at(&verdict, Log::Events, 2, "event body");
+    let t = fixture();
+    let verdict = attack(&t.path, |s| sql(s, "DELETE FROM events WHERE seq = 2"));
+    assert_fails_at(&verdict, Log::Events, 2, "deleted event");
 }
 
 #[test]

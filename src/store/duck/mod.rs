@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{CommitBatch, Store, StoredEvent};
 use crate::error::{LedgerError, Result};
 use crate::ids::{DeliveryKey, EventId};
-use crate::ledger::chain::BatchLink;
+use crate::ledger::chain::{BatchLink, Hash};
 use crate::ledger::record::Timestamp;
 use crate::ledger::stored::StoredRecord;
 use crate::registry::StoredChange;
@@ -177,10 +177,12 @@ impl DuckStore {
         let mut app = self.conn.appender("events")?;
         for e in events {
             app.append_row(params![
+                e.seq as i64,
                 e.event_id.0,
                 e.event_type,
                 ts(e.published_at.timestamp_micros()),
                 e.body,
+                e.hash.to_vec(),
             ])?;
         }
         app.flush()?;
@@ -221,6 +223,23 @@ fn read_record(row: &duckdb::Row<'_>) -> duckdb::Result<StoredRecord> {
         reason: row.get(12)?,
         response_body: row.get(13)?,
         prior_state: row.get(14)?,
+    })
+}
+
+const EVENT_COLUMNS: &str =
+    "seq, event_id::VARCHAR, event_type, epoch_us(published_at), body, hash";
+
+fn read_event(r: &duckdb::Row<'_>) -> duckdb::Result<StoredEvent> {
+    let id: String = r.get(1)?;
+    let us: i64 = r.get(3)?;
+    let hash: Vec<u8> = r.get(5)?;
+    Ok(StoredEvent {
+        seq: r.get::<_, i64>(0)? as u64,
+        event_id: EventId(Uuid::parse_str(&id).unwrap_or_default()),
+        event_type: r.get(2)?,
+        published_at: chrono::DateTime::from_timestamp_micros(us).unwrap_or_default(),
+        body: r.get(4)?,
+        hash: hash.try_into().unwrap_or([0; 32]),
     })
 }
 
@@ -366,22 +385,40 @@ impl Store for DuckStore {
             return Ok(vec![]);
         }
         let marks = vec!["?::UUID"; ids.len()].join(", ");
-        let sql = format!(
-            "SELECT event_id::VARCHAR, event_type, epoch_us(published_at), body FROM events \
-             WHERE event_id IN ({marks})"
-        );
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({marks})");
         let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(params_from_iter(ids.iter().map(|i| i.0.to_string())), |r| {
-            let id: String = r.get(0)?;
-            let us: i64 = r.get(2)?;
-            Ok(StoredEvent {
-                event_id: EventId(Uuid::parse_str(&id).unwrap_or_default()),
-                event_type: r.get(1)?,
-                published_at: chrono::DateTime::from_timestamp_micros(us).unwrap_or_default(),
-                body: r.get(3)?,
-            })
-        })?;
+        let rows = stmt.query_map(
+            params_from_iter(ids.iter().map(|i| i.0.to_string())),
+            read_event,
+        )?;
         Ok(rows.collect::<duckdb::Result<_>>()?)
+    }
+
+    fn scan_events(&self, f: &mut dyn FnMut(StoredEvent) -> Result<()>) -> Result<()> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY seq");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            f(read_event(row)?)?;
+        }
+        Ok(())
+    }
+
+    fn last_event(&self) -> Result<Option<(u64, Hash)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")?;
+        let mut rows = stmt.query([])?;
+        Ok(match rows.next()? {
+            Some(r) => {
+                let hash: Vec<u8> = r.get(1)?;
+                Some((
+                    r.get::<_, i64>(0)? as u64,
+                    hash.try_into().unwrap_or([0; 32]),
+                ))
+            }
+            None => None,
+        })
     }
 
     fn first_duplicate_enqueue(&self) -> Result<Option<u64>> {
