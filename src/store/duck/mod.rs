@@ -149,6 +149,26 @@ impl DuckStore {
         Ok(())
     }
 
+    /// Ledger rows matching `filter`, in seq order, fetched as Arrow batches: UUIDs arrive as
+    /// 16-byte values (lossless conversion) and each column is read from its array, several
+    /// times faster than the row API.
+    fn query_records(
+        &self,
+        filter: &str,
+        params: impl duckdb::Params,
+        f: &mut dyn FnMut(StoredRecord) -> Result<()>,
+    ) -> Result<()> {
+        self.conn
+            .execute_batch("SET arrow_lossless_conversion = true")?;
+        let sql =
+            format!("SELECT {RECORD_COLUMNS} FROM webhook_deliveries WHERE {filter} ORDER BY seq");
+        let mut stmt = self.conn.prepare(&sql)?;
+        for batch in stmt.stream_arrow(params)? {
+            arrow_scan::each_record(&batch?, f)?;
+        }
+        Ok(())
+    }
+
     fn append_changes(&self, changes: &[StoredChange]) -> Result<()> {
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO webhook_changes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -190,41 +210,10 @@ impl DuckStore {
     }
 }
 
-/// The columns of a ledger row, in the order [`read_record`] expects.
-const RECORD_COLUMNS: &str = "seq, epoch_us(recorded_at), format_version, kind, \
-     webhook_id::VARCHAR, event_id::VARCHAR, attempt, status_code, error_class, error, \
-     duration_ms, epoch_us(due_at), reason, response_body, prior_state";
-
-/// The same columns for the columnar scan, UUIDs kept as UUIDs.
-const SCAN_COLUMNS: &str = "seq, epoch_us(recorded_at), format_version, kind, webhook_id, \
+/// The columns of a ledger row, in the order [`arrow_scan::each_record`] reads them.
+const RECORD_COLUMNS: &str = "seq, epoch_us(recorded_at), format_version, kind, webhook_id, \
      event_id, attempt, status_code, error_class, error, duration_ms, epoch_us(due_at), reason, \
      response_body, prior_state";
-
-fn read_record(row: &duckdb::Row<'_>) -> duckdb::Result<StoredRecord> {
-    let uuid = |i: usize| -> duckdb::Result<Uuid> {
-        let s: String = row.get(i)?;
-        Uuid::parse_str(&s).map_err(|e| {
-            duckdb::Error::FromSqlConversionFailure(i, duckdb::types::Type::Text, Box::new(e))
-        })
-    };
-    Ok(StoredRecord {
-        seq: row.get::<_, i64>(0)? as u64,
-        recorded_at_us: row.get(1)?,
-        format_version: row.get(2)?,
-        kind: row.get(3)?,
-        webhook_id: uuid(4)?,
-        event_id: uuid(5)?,
-        attempt: row.get(6)?,
-        status_code: row.get(7)?,
-        error_class: row.get(8)?,
-        error: row.get(9)?,
-        duration_ms: row.get(10)?,
-        due_at_us: row.get(11)?,
-        reason: row.get(12)?,
-        response_body: row.get(13)?,
-        prior_state: row.get(14)?,
-    })
-}
 
 const EVENT_COLUMNS: &str =
     "seq, event_id::VARCHAR, event_type, epoch_us(published_at), body, hash";
@@ -293,19 +282,8 @@ impl Store for DuckStore {
         to: u64,
         f: &mut dyn FnMut(StoredRecord) -> Result<()>,
     ) -> Result<()> {
-        // Columnar fetch: UUIDs arrive as 16-byte values (lossless Arrow conversion) and every
-        // column is read from its array, which is several times faster than the row API.
-        self.conn
-            .execute_batch("SET arrow_lossless_conversion = true")?;
-        let sql = format!(
-            "SELECT {SCAN_COLUMNS} FROM webhook_deliveries WHERE seq BETWEEN ? AND ? ORDER BY seq"
-        );
-        let mut stmt = self.conn.prepare(&sql)?;
         let to = to.min(i64::MAX as u64) as i64;
-        for batch in stmt.stream_arrow(params![from as i64, to])? {
-            arrow_scan::each_record(&batch?, f)?;
-        }
-        Ok(())
+        self.query_records("seq BETWEEN ? AND ?", params![from as i64, to], f)
     }
 
     fn last_seq(&self) -> Result<u64> {
@@ -368,16 +346,16 @@ impl Store for DuckStore {
     }
 
     fn history(&self, key: DeliveryKey) -> Result<Vec<StoredRecord>> {
-        let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM webhook_deliveries \
-             WHERE webhook_id = ?::UUID AND event_id = ?::UUID ORDER BY seq"
-        );
-        let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(
+        let mut out = Vec::new();
+        self.query_records(
+            "webhook_id = ?::UUID AND event_id = ?::UUID",
             params![key.webhook_id.0.to_string(), key.event_id.0.to_string()],
-            read_record,
+            &mut |r| {
+                out.push(r);
+                Ok(())
+            },
         )?;
-        Ok(rows.collect::<duckdb::Result<_>>()?)
+        Ok(out)
     }
 
     fn events(&self, ids: &[EventId]) -> Result<Vec<StoredEvent>> {
