@@ -53,6 +53,10 @@ impl Shared {
     fn write_registry(&self) -> RwLockWriteGuard<'_, Registry> {
         self.registry.write().unwrap_or_else(|e| e.into_inner())
     }
+    /// A receiver that changes whenever a commit lands.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
     fn notify(&self, seq: Option<u64>) {
         let seq = seq.unwrap_or_else(|| *self.committed.borrow());
         self.committed.send_replace(seq);

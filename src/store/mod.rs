@@ -79,6 +79,9 @@ pub trait Store: Send {
     /// The stored events among `ids`.
     fn events(&self, ids: &[EventId]) -> Result<Vec<StoredEvent>>;
 
+    /// The webhooks that `event_id` was enqueued to, in id order.
+    fn enqueued_webhooks(&self, event_id: EventId) -> Result<Vec<crate::ids::WebhookId>>;
+
     /// Calls `f` with every stored event, in seq order.
     fn scan_events(&self, f: &mut dyn FnMut(StoredEvent) -> Result<()>) -> Result<()>;
 

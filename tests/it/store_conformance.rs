@@ -133,6 +133,11 @@ fn history_events_and_settings(store: &mut dyn Store) {
     let mut b = batch(1, rows.clone(), vec![stored_event(1)]);
     b.settings.push(("api_token".into(), "t1".into()));
     store.commit(&b).unwrap();
+    assert_eq!(
+        store.enqueued_webhooks(event(1)).unwrap(),
+        vec![webhook(1), webhook(2)]
+    );
+    assert!(store.enqueued_webhooks(event(2)).unwrap().is_empty());
     let trail = store.history(key(1, 1)).unwrap();
     assert_eq!(trail, vec![rows[0].clone(), rows[2].clone()]);
     let found = store

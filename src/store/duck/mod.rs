@@ -372,6 +372,21 @@ impl Store for DuckStore {
         Ok(rows.collect::<duckdb::Result<_>>()?)
     }
 
+    fn enqueued_webhooks(&self, event_id: EventId) -> Result<Vec<crate::ids::WebhookId>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT webhook_id::VARCHAR FROM webhook_deliveries \
+             WHERE event_id = ?::UUID AND kind = 'enqueued' ORDER BY webhook_id",
+        )?;
+        let rows = stmt.query_map(params![event_id.0.to_string()], |r| r.get::<_, String>(0))?;
+        rows.map(|r| {
+            let s = r?;
+            Uuid::parse_str(&s)
+                .map(crate::ids::WebhookId)
+                .map_err(|e| LedgerError::Invalid(format!("stored webhook id {s}: {e}")))
+        })
+        .collect()
+    }
+
     fn scan_events(&self, f: &mut dyn FnMut(StoredEvent) -> Result<()>) -> Result<()> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY seq");
         let mut stmt = self.conn.prepare(&sql)?;
