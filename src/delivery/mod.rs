@@ -2,5 +2,7 @@
 //! URL guard that keeps deliveries away from internal addresses.
 
 pub mod backoff;
+pub mod engine;
 pub mod guard;
+pub mod sender;
 pub mod signing;

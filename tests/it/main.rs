@@ -4,8 +4,10 @@ mod common;
 
 mod cli;
 mod durability;
+mod engine;
 mod ledger_props;
 mod scenarios;
+mod sender;
 mod store_conformance;
 mod tamper;
 mod writer;

@@ -1,0 +1,351 @@
+//! The delivery engine against a real HTTP receiver on 127.0.0.1: publish and fan-out, the
+//! inline first attempt, retries driven by the due index under a manual clock, dead-parking at
+//! the budget, parking on deactivation, redelivery, idempotent publish, abandoned attempts.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use hookledger::clock::ManualClock;
+use hookledger::delivery::backoff::RetrySchedule;
+use hookledger::delivery::engine::{Engine, EngineConfig, Publish};
+use hookledger::delivery::guard::EgressPolicy;
+use hookledger::delivery::sender::{Sender, SenderConfig};
+use hookledger::delivery::signing::Secret;
+use hookledger::ids::{DeliveryKey, EventId, WebhookId};
+use hookledger::ledger::record::{Record, RecordBody};
+use hookledger::ledger::writer::Commit;
+use hookledger::ledger::Ledger;
+use hookledger::registry::Change;
+use hookledger::LedgerError;
+
+use crate::common::{event, webhook};
+
+/// A receiver that answers with scripted statuses (200 once the script runs out) and keeps
+/// every request it got.
+#[derive(Clone, Default)]
+struct Receiver {
+    script: Arc<Mutex<VecDeque<u16>>>,
+    got: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+}
+
+impl Receiver {
+    async fn start(script: &[u16]) -> (Self, String) {
+        let receiver = Receiver {
+            script: Arc::new(Mutex::new(script.iter().copied().collect())),
+            ..Receiver::default()
+        };
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, url)
+    }
+
+    fn count(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+}
+
+async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    r.got.lock().unwrap().push((headers, body));
+    let status = r.script.lock().unwrap().pop_front().unwrap_or(200);
+    StatusCode::from_u16(status).unwrap()
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    clock: ManualClock,
+    engine: Arc<Engine>,
+}
+
+impl Setup {
+    fn new(schedule: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::at_epoch();
+        let ledger =
+            Arc::new(Ledger::open(&dir.path().join("e.duckdb"), Arc::new(clock.clone())).unwrap());
+        let sender = Sender::new(SenderConfig {
+            egress: Arc::new(EgressPolicy::parse_allowlist("127.0.0.1").unwrap()),
+            ..SenderConfig::default()
+        })
+        .unwrap();
+        let config = EngineConfig {
+            schedule: RetrySchedule::parse(schedule).unwrap(),
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(ledger, sender, Arc::new(clock.clone()), config);
+        Self {
+            _dir: dir,
+            clock,
+            engine,
+        }
+    }
+
+    fn ledger(&self) -> &Arc<Ledger> {
+        self.engine.ledger()
+    }
+
+    async fn register(&self, n: u128, url: &str, types: &[&str]) -> Secret {
+        let secret = Secret::generate();
+        let change = Change::Created {
+            url: url.to_owned(),
+            event_types: types.iter().map(|t| t.to_string()).collect(),
+            description: None,
+            secret: secret.clone(),
+        };
+        self.ledger()
+            .commit(Commit {
+                changes: vec![(webhook(n), change)],
+                ..Commit::default()
+            })
+            .await
+            .unwrap();
+        secret
+    }
+
+    async fn publish(&self, n: u128, event_type: &str) -> hookledger::Result<Vec<WebhookId>> {
+        let published = self
+            .engine
+            .publish(Publish {
+                event_id: event(n),
+                event_type: event_type.into(),
+                payload: serde_json::json!({ "n": n }),
+            })
+            .await?;
+        self.engine.drain().await;
+        Ok(published.deliveries)
+    }
+
+    /// Moves the clock past the next due time and runs one re-drive pass to completion.
+    async fn retry(&self) -> usize {
+        let due = self.ledger().shared().read_projection().next_due().unwrap();
+        self.clock.set(due);
+        let started = self.engine.redrive_once().await.unwrap();
+        self.engine.drain().await;
+        started
+    }
+
+    fn trail(&self, key: DeliveryKey) -> Vec<String> {
+        self.ledger()
+            .history(key)
+            .unwrap()
+            .iter()
+            .map(describe)
+            .collect()
+    }
+}
+
+/// A record without its measured parts (durations, jittered times), for stable assertions.
+fn describe(r: &Record) -> String {
+    match &r.body {
+        RecordBody::Attempted { attempt } => format!("attempted {attempt}"),
+        RecordBody::Delivered {
+            attempt, status, ..
+        } => format!("delivered {attempt} {status}"),
+        RecordBody::Failed(f) => format!(
+            "failed {} {} {}",
+            f.attempt,
+            f.error_class,
+            f.status.map_or("-".into(), |s| s.to_string())
+        ),
+        other => other.kind().to_string(),
+    }
+}
+
+#[tokio::test]
+async fn publish_fans_out_to_matching_active_webhooks_with_verifiable_signatures() {
+    let s = Setup::new("1s");
+    // Verifiers check the signed timestamp against the wall clock.
+    s.clock.set(chrono::Utc::now());
+    let (rx, url) = Receiver::start(&[]).await;
+    let secret = s.register(1, &url, &["order"]).await;
+    s.register(2, &url, &[]).await;
+    s.register(3, &url, &["invoice"]).await;
+    let deliveries = s.publish(1, "order.created").await.unwrap();
+    assert_eq!(deliveries, vec![webhook(1), webhook(2)]);
+    assert_eq!(rx.count(), 2);
+    for (w, _) in [(1, ()), (2, ())] {
+        assert_eq!(
+            s.trail(DeliveryKey::new(webhook(w), event(1))),
+            vec!["enqueued", "attempted 1", "delivered 1 200"]
+        );
+    }
+    let verifier = standardwebhooks::Webhook::new(&secret.expose()).unwrap();
+    let verified = rx
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(h, b)| verifier.verify(b, h).is_ok())
+        .count();
+    assert_eq!(
+        verified, 1,
+        "exactly webhook 1's request verifies with its secret"
+    );
+}
+
+#[tokio::test]
+async fn fail_fail_succeed_posts_three_times_and_records_each_step() {
+    let s = Setup::new("5s,5m");
+    let (rx, url) = Receiver::start(&[500, 503]).await;
+    s.register(1, &url, &[]).await;
+    s.publish(1, "order.created").await.unwrap();
+    assert_eq!(s.retry().await, 1);
+    assert_eq!(s.retry().await, 1);
+    assert_eq!(rx.count(), 3);
+    let k = DeliveryKey::new(webhook(1), event(1));
+    insta::with_settings!({snapshot_path => "../../snapshots", prepend_module_to_snapshot => false, omit_expression => true}, {
+        insta::assert_snapshot!("engine_fail_fail_succeed", s.trail(k).join("\n"));
+    });
+    assert!(s.ledger().verify().unwrap().ok());
+}
+
+#[tokio::test]
+async fn the_last_failure_within_the_budget_is_followed_by_dead_parked_and_no_more_posts() {
+    let s = Setup::new("1s,1s");
+    let (rx, url) = Receiver::start(&[500, 500, 500, 500]).await;
+    s.register(1, &url, &[]).await;
+    s.publish(1, "x").await.unwrap();
+    s.retry().await;
+    s.retry().await;
+    let k = DeliveryKey::new(webhook(1), event(1));
+    assert_eq!(
+        s.trail(k),
+        vec![
+            "enqueued",
+            "attempted 1",
+            "failed 1 status 500",
+            "attempted 2",
+            "failed 2 status 500",
+            "attempted 3",
+            "failed 3 status 500",
+            "dead_parked"
+        ]
+    );
+    assert_eq!(s.ledger().shared().read_projection().next_due(), None);
+    s.clock.advance(chrono::Duration::hours(1));
+    assert_eq!(s.engine.redrive_once().await.unwrap(), 0);
+    assert_eq!(rx.count(), 3, "no fourth POST");
+}
+
+#[tokio::test]
+async fn parked_on_deactivation_then_redelivered_and_delivered() {
+    let s = Setup::new("1m");
+    let (rx, url) = Receiver::start(&[500]).await;
+    s.register(1, &url, &[]).await;
+    s.publish(1, "x").await.unwrap();
+    s.ledger()
+        .commit(Commit {
+            changes: vec![(
+                webhook(1),
+                Change::Deactivated {
+                    reason: "gone".into(),
+                },
+            )],
+            park: Some((webhook(1), "webhook deactivated".into())),
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    let k = DeliveryKey::new(webhook(1), event(1));
+    assert_eq!(s.trail(k).last().unwrap(), "parked");
+    let reactivate = Change::Updated {
+        url: None,
+        event_types: None,
+        description: None,
+        active: Some(true),
+    };
+    s.ledger()
+        .commit(Commit {
+            changes: vec![(webhook(1), reactivate)],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    s.engine.redeliver(k, "operator").await.unwrap();
+    assert_eq!(s.engine.redrive_once().await.unwrap(), 1);
+    s.engine.drain().await;
+    assert_eq!(rx.count(), 2);
+    assert_eq!(
+        s.trail(k)[3..],
+        ["parked", "requeued", "attempted 1", "delivered 1 200"]
+    );
+    let err = s
+        .engine
+        .redeliver(DeliveryKey::new(webhook(1), event(9)), "x")
+        .await;
+    assert!(err.is_err(), "no such delivery");
+}
+
+#[tokio::test]
+async fn publishing_again_returns_the_first_answer_or_a_conflict() {
+    let s = Setup::new("1s");
+    let (rx, url) = Receiver::start(&[]).await;
+    s.register(1, &url, &[]).await;
+    let first = s.publish(1, "x").await.unwrap();
+    let again = s
+        .engine
+        .publish(Publish {
+            event_id: event(1),
+            event_type: "x".into(),
+            payload: serde_json::json!({ "n": 1 }),
+        })
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.deliveries, first);
+    let other = s
+        .engine
+        .publish(Publish {
+            event_id: event(1),
+            event_type: "x".into(),
+            payload: serde_json::json!({ "n": 2 }),
+        })
+        .await;
+    assert!(matches!(
+        other,
+        Err(LedgerError::EventExists {
+            same_body: false,
+            ..
+        })
+    ));
+    s.engine.drain().await;
+    assert_eq!(rx.count(), 1, "nothing sent twice");
+}
+
+#[tokio::test]
+async fn an_attempt_cut_off_by_a_crash_is_recorded_as_abandoned_and_retried() {
+    let s = Setup::new("1s");
+    let (rx, url) = Receiver::start(&[]).await;
+    s.register(1, &url, &[]).await;
+    // What a crash leaves: enqueued and attempted committed, no outcome.
+    let k = DeliveryKey::new(webhook(1), EventId(event(5).0));
+    let mut commit = crate::common::publish_commit(5, &[webhook(1)], chrono::Utc::now());
+    commit
+        .records
+        .push(hookledger::ledger::record::NewRecord::new(
+            k,
+            RecordBody::Attempted { attempt: 1 },
+        ));
+    s.ledger().commit(commit).await.unwrap();
+    assert_eq!(s.engine.recover_abandoned().await.unwrap(), 1);
+    assert_eq!(s.retry().await, 1);
+    assert_eq!(rx.count(), 1);
+    assert_eq!(
+        s.trail(k),
+        vec![
+            "enqueued",
+            "attempted 1",
+            "failed 1 abandoned -",
+            "attempted 2",
+            "delivered 2 200"
+        ]
+    );
+}
