@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 
 use super::backoff::RetrySchedule;
 use super::sender::{Attempt, Outcome, Sender};
@@ -75,6 +75,8 @@ pub struct Engine {
     per_webhook: Mutex<HashMap<WebhookId, Arc<Semaphore>>>,
     /// Attempts spawned and not yet recorded, for draining.
     running: watch::Sender<usize>,
+    /// Wakes the re-drive loop early (for example after the clock was moved).
+    wake: Notify,
 }
 
 impl Engine {
@@ -92,6 +94,7 @@ impl Engine {
             config,
             per_webhook: Mutex::new(HashMap::new()),
             running: watch::Sender::new(0),
+            wake: Notify::new(),
         })
     }
 
@@ -269,9 +272,15 @@ impl Engine {
                 _ = tokio::time::sleep(wait) => {}
                 _ = committed.changed() => {}
                 _ = shutdown.changed() => {}
+                _ = self.wake.notified() => {}
             }
         }
         self.drain().await;
+    }
+
+    /// Makes the re-drive loop look at the due index now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Waits until every spawned attempt has recorded its outcome.

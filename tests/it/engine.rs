@@ -349,3 +349,109 @@ async fn an_attempt_cut_off_by_a_crash_is_recorded_as_abandoned_and_retried() {
         ]
     );
 }
+
+/// Waits (bounded) until `done` holds, re-checking whenever a commit lands.
+async fn until(s: &Setup, done: impl Fn() -> bool) {
+    let mut committed = s.ledger().shared().subscribe();
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while !done() {
+            let _ = committed.changed().await;
+        }
+    })
+    .await
+    .expect("condition reached in time");
+}
+
+#[tokio::test]
+async fn the_redrive_loop_retries_when_due_and_drains_on_shutdown() {
+    let s = Setup::new("30s");
+    let (rx, url) = Receiver::start(&[500]).await;
+    s.register(1, &url, &[]).await;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(s.engine.clone().run(shutdown));
+    s.publish(1, "x").await.unwrap();
+    assert_eq!(rx.count(), 1);
+    // Not due yet: the loop sleeps. Move the clock past the due time and wake it.
+    let due = s.ledger().shared().read_projection().next_due().unwrap();
+    s.clock.set(due);
+    s.engine.wake();
+    let k = DeliveryKey::new(webhook(1), event(1));
+    until(&s, || s.ledger().state().counts().delivered == 1).await;
+    assert_eq!(rx.count(), 2);
+    assert_eq!(s.trail(k).last().unwrap(), "delivered 2 200");
+    stop.send(true).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .expect("the loop stops on shutdown")
+        .unwrap();
+}
+
+/// A receiver that never answers must not hold back the others: its attempts time out while
+/// a hundred deliveries to a healthy receiver complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_does_not_delay_a_healthy_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at_epoch();
+    let ledger =
+        Arc::new(Ledger::open(&dir.path().join("h.duckdb"), Arc::new(clock.clone())).unwrap());
+    let sender = Sender::new(SenderConfig {
+        egress: Arc::new(EgressPolicy::parse_allowlist("127.0.0.1").unwrap()),
+        attempt_timeout: std::time::Duration::from_secs(5),
+        ..SenderConfig::default()
+    })
+    .unwrap();
+    let config = EngineConfig {
+        max_in_flight: 16,
+        per_webhook: 4,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(ledger.clone(), sender, Arc::new(clock.clone()), config);
+    let s = Setup {
+        _dir: dir,
+        clock,
+        engine,
+    };
+    // The hanging peer accepts connections and never answers.
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_url = format!("http://{}/hook", hang.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hang.accept().await {
+            held.push(conn);
+        }
+    });
+    let (healthy, url) = Receiver::start(&[]).await;
+    s.register(1, &hang_url, &["slow"]).await;
+    s.register(2, &url, &["fast"]).await;
+    for n in 0..4 {
+        s.engine
+            .publish(Publish {
+                event_id: event(1000 + n),
+                event_type: "slow".into(),
+                payload: serde_json::json!({}),
+            })
+            .await
+            .unwrap();
+    }
+    for n in 0..100 {
+        s.engine
+            .publish(Publish {
+                event_id: event(n),
+                event_type: "fast".into(),
+                payload: serde_json::json!({}),
+            })
+            .await
+            .unwrap();
+    }
+    until(&s, || healthy.count() == 100).await;
+    // All hundred were delivered while the hanging attempts were still waiting for an answer.
+    let stuck = DeliveryKey::new(webhook(1), event(1000));
+    assert_eq!(
+        s.ledger().state().get(&stuck),
+        Some(hookledger::ledger::projection::Live::InAttempt { attempt: 1 })
+    );
+    until(&s, || s.ledger().state().counts().delivered == 100).await;
+    s.engine.drain().await;
+    let hung = s.trail(DeliveryKey::new(webhook(1), event(1000)));
+    assert_eq!(hung.last().unwrap(), "failed 1 timeout -");
+}
