@@ -5,6 +5,7 @@ mod common;
 mod cli;
 mod durability;
 mod engine;
+mod engine_restart;
 mod ledger_props;
 mod scenarios;
 mod sender;
