@@ -431,6 +431,45 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Requeues every dead or parked delivery of `webhook` that finished in `since..until`
+    /// (a bulk recover) in one commit; answers how many.
+    pub async fn recover(
+        &self,
+        webhook: WebhookId,
+        since: Timestamp,
+        until: Timestamp,
+        reason: &str,
+    ) -> Result<usize> {
+        let reader = self.ledger.reader()?;
+        let finished = blocking(move || reader.finished_in_window(webhook, since, until)).await?;
+        let due_at = self.clock.now();
+        let records: Vec<NewRecord> = finished
+            .into_iter()
+            .map(|(event_id, from)| {
+                let body = RecordBody::Requeued {
+                    from,
+                    due_at,
+                    reason: reason.to_owned(),
+                };
+                NewRecord::new(DeliveryKey::new(webhook, event_id), body)
+            })
+            .collect();
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let receipt = self
+            .ledger
+            .commit(Commit {
+                records,
+                ..Commit::default()
+            })
+            .await?;
+        self.wake();
+        Ok(receipt.seqs.len())
+    }
+}
+
 /// The pure core of [`Engine::record`]: what an attempt's outcome appends.
 pub fn outcome_records(
     schedule: &RetrySchedule,

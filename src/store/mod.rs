@@ -82,6 +82,15 @@ pub trait Store: Send {
     /// The webhooks that `event_id` was enqueued to, in id order.
     fn enqueued_webhooks(&self, event_id: EventId) -> Result<Vec<crate::ids::WebhookId>>;
 
+    /// The dead or parked deliveries of `webhook` whose last record (the `dead_parked` or
+    /// `parked`) was recorded in `since..until`, by event.
+    fn finished_in_window(
+        &self,
+        webhook: crate::ids::WebhookId,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<(EventId, crate::ledger::record::Terminal)>>;
+
     /// Calls `f` with every stored event, in seq order.
     fn scan_events(&self, f: &mut dyn FnMut(StoredEvent) -> Result<()>) -> Result<()>;
 

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use hookledger::clock::ManualClock;
+use hookledger::clock::{Clock, ManualClock};
 use hookledger::delivery::backoff::RetrySchedule;
 use hookledger::delivery::engine::{Engine, EngineConfig, Publish};
 use hookledger::delivery::guard::EgressPolicy;
@@ -454,4 +454,37 @@ async fn a_hanging_receiver_does_not_delay_a_healthy_one() {
     s.engine.drain().await;
     let hung = s.trail(DeliveryKey::new(webhook(1), event(1000)));
     assert_eq!(hung.last().unwrap(), "failed 1 timeout -");
+}
+
+#[tokio::test]
+async fn recover_requeues_the_dead_and_parked_of_a_webhook_in_a_window_only() {
+    let s = Setup::new("1s");
+    let (rx, url) = Receiver::start(&[500, 500, 500, 500]).await;
+    s.register(1, &url, &[]).await;
+    s.publish(1, "x").await.unwrap();
+    s.retry().await; // event 1: failed twice, dead after its second attempt
+    let dead_at = s.clock.now();
+    s.clock.advance(chrono::Duration::hours(2));
+    s.publish(2, "x").await.unwrap();
+    s.retry().await; // event 2: dead two hours later
+    assert_eq!(s.ledger().state().counts().dead, 2);
+    let window_start = dead_at - chrono::Duration::minutes(1);
+    let window_end = dead_at + chrono::Duration::hours(1);
+    let n = s
+        .engine
+        .recover(
+            webhook(1),
+            window_start,
+            window_end,
+            "operator: receiver fixed",
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "only event 1 finished inside the window");
+    assert_eq!(s.engine.redrive_once().await.unwrap(), 1);
+    s.engine.drain().await;
+    assert_eq!(rx.count(), 5);
+    let k1 = DeliveryKey::new(webhook(1), event(1));
+    assert_eq!(s.trail(k1).last().unwrap(), "delivered 1 200");
+    assert_eq!(s.ledger().state().counts().dead, 1);
 }

@@ -70,6 +70,34 @@ fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
     a_failed_commit_writes_nothing(make().as_mut());
     history_events_and_settings(make().as_mut());
     duplicate_enqueues_are_found(make().as_mut());
+    finished_deliveries_are_found_by_window(make().as_mut());
+}
+
+fn finished_deliveries_are_found_by_window(store: &mut dyn Store) {
+    use hookledger::ledger::record::Terminal;
+    let reason = || "r".to_string();
+    let rows = vec![
+        row(1, key(1, 1), RecordBody::Enqueued { due_at: at(0) }),
+        row(2, key(1, 1), RecordBody::DeadParked { reason: reason() }),
+        row(3, key(1, 2), RecordBody::Enqueued { due_at: at(0) }),
+        row(4, key(1, 2), RecordBody::Parked { reason: reason() }),
+        row(5, key(2, 3), RecordBody::Enqueued { due_at: at(0) }),
+        row(6, key(2, 3), RecordBody::Parked { reason: reason() }),
+        row(7, key(1, 4), RecordBody::Enqueued { due_at: at(0) }),
+    ];
+    store.commit(&batch(1, rows, vec![])).unwrap();
+    // Records are at seq * 10 seconds.
+    let found = store
+        .finished_in_window(webhook(1), at(15), at(35))
+        .unwrap();
+    assert_eq!(found, vec![(event(1), Terminal::Dead)]);
+    let found = store
+        .finished_in_window(webhook(1), at(0), at(100))
+        .unwrap();
+    assert_eq!(
+        found,
+        vec![(event(1), Terminal::Dead), (event(2), Terminal::Parked)]
+    );
 }
 
 fn empty_store_reads_as_empty(store: &mut dyn Store) {

@@ -14,7 +14,7 @@ use super::{CommitBatch, Store, StoredEvent};
 use crate::error::{LedgerError, Result};
 use crate::ids::{DeliveryKey, EventId};
 use crate::ledger::chain::{BatchLink, Hash};
-use crate::ledger::record::Timestamp;
+use crate::ledger::record::{Terminal, Timestamp};
 use crate::ledger::stored::StoredRecord;
 use crate::registry::StoredChange;
 
@@ -383,6 +383,42 @@ impl Store for DuckStore {
             Uuid::parse_str(&s)
                 .map(crate::ids::WebhookId)
                 .map_err(|e| LedgerError::Invalid(format!("stored webhook id {s}: {e}")))
+        })
+        .collect()
+    }
+
+    fn finished_in_window(
+        &self,
+        webhook: crate::ids::WebhookId,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<(EventId, Terminal)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT event_id::VARCHAR, kind FROM ( \
+                SELECT event_id, kind, recorded_at, \
+                       row_number() OVER (PARTITION BY event_id ORDER BY seq DESC) AS n \
+                FROM webhook_deliveries WHERE webhook_id = ?::UUID) \
+             WHERE n = 1 AND kind IN ('dead_parked', 'parked') \
+               AND recorded_at >= ? AND recorded_at < ? ORDER BY event_id",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                webhook.0.to_string(),
+                ts(since.timestamp_micros()),
+                ts(until.timestamp_micros())
+            ],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        )?;
+        rows.map(|r| {
+            let (id, kind) = r?;
+            let id = Uuid::parse_str(&id)
+                .map_err(|e| LedgerError::Invalid(format!("stored event id {id}: {e}")))?;
+            let from = if kind == "parked" {
+                Terminal::Parked
+            } else {
+                Terminal::Dead
+            };
+            Ok((EventId(id), from))
         })
         .collect()
     }
