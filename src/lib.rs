@@ -14,12 +14,15 @@
 //!   [`ledger::verify`].
 //! - [`registry`]: the webhooks, event-sourced from `webhook_changes`.
 //! - [`store`]: the storage trait and its DuckDB implementation; `schema/` holds the DDL.
-//! - [`delivery`]: what talks to receivers: signing, backoff, the URL guard.
+//! - [`delivery`]: what talks to receivers: signing, backoff, the URL guard, the HTTP sender
+//!   and the engine (publish, attempts, re-drive, park, recover).
+//! - [`config`]: delivery settings from `HOOKLEDGER_*` variables.
 //! - [`cli`]: the `hookledger` command; [`bench`]: its benchmark scenarios.
 
 pub mod bench;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod ids;
