@@ -41,8 +41,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Which scenario: rebuild, append or all.
-    #[arg(long, default_value = "all", value_parser = ["rebuild", "append", "all"])]
+    /// Which scenario: rebuild, append, deliver or all.
+    #[arg(long, default_value = "all", value_parser = ["rebuild", "append", "deliver", "all"])]
     pub scenario: String,
     /// How many records the rebuild scenario folds.
     #[arg(long, default_value_t = 1_000_000)]

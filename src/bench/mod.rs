@@ -2,9 +2,12 @@
 //! a baseline measured in the same run (the machine is shared and noisy, so ratios travel and
 //! absolute numbers do not).
 //!
-//! Scenarios so far: `rebuild` (fold a log of N records vs. merely fetching the same rows) and
+//! Scenarios so far: `rebuild` (fold a log of N records vs. merely fetching the same rows),
 //! `append` (publish throughput through the group-committing writer at 1, 16 and 256
-//! concurrent callers vs. one commit per call).
+//! concurrent callers vs. one caller) and `deliver` (published events delivered to a local
+//! receiver vs. a plain reqwest POST loop at the same concurrency).
+
+mod deliver;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -42,6 +45,9 @@ pub fn run(scenario: &str, records: u64, progress: &mut dyn FnMut(&str)) -> Resu
     if matches!(scenario, "append" | "all") {
         figures.extend(append(&dir, progress)?);
     }
+    if matches!(scenario, "deliver" | "all") {
+        figures.extend(deliver::run(&dir, progress)?);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(figures)
 }
@@ -54,7 +60,7 @@ fn tempdir() -> Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-fn rate(count: u64, elapsed: Duration) -> f64 {
+pub(crate) fn rate(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
@@ -144,7 +150,7 @@ fn rebuild(path: &Path, records: u64, progress: &mut dyn FnMut(&str)) -> Result<
     ])
 }
 
-fn figure(
+pub(crate) fn figure(
     scenario: &'static str,
     name: &str,
     value: f64,
@@ -234,7 +240,7 @@ pub fn render(figures: &[Figure]) -> String {
         "scenario", "figure", "value", "unit", "ratio"
     );
     for f in figures {
-        let ratio = f.ratio.map_or(String::new(), |r| format!("{r:.2}x"));
+        let ratio = f.ratio.map_or(String::new(), |r| format!("{r:.3}x"));
         out.push_str(&format!(
             "{:<10} {:<55} {:>14.1} {:<10} {:>8}\n",
             f.scenario, f.name, f.value, f.unit, ratio
