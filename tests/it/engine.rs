@@ -488,3 +488,65 @@ async fn recover_requeues_the_dead_and_parked_of_a_webhook_in_a_window_only() {
     assert_eq!(s.trail(k1).last().unwrap(), "delivered 1 200");
     assert_eq!(s.ledger().state().counts().dead, 1);
 }
+
+/// The seed's stall bug: one bad exchange must not stop the pass. A receiver that resets the
+/// connection and one that answers with a broken `content-encoding` are recorded as failed,
+/// and the delivery due after them in the same pass is still attempted and delivered.
+#[tokio::test]
+async fn broken_receivers_are_recorded_as_failed_and_the_next_due_delivery_still_goes_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Setup::new("1s");
+    let reset = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reset_url = format!("http://{}/hook", reset.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = reset.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            drop(conn); // closed before any response
+        }
+    });
+    let garbled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let garbled_url = format!("http://{}/hook", garbled.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = garbled.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let reply = "HTTP/1.1 500 Internal Server Error\r\ncontent-encoding: gzip\r\n\
+                         content-length: 9\r\n\r\nnot-gzip!";
+            let _ = conn.write_all(reply.as_bytes()).await;
+        }
+    });
+    let (healthy, url) = Receiver::start(&[]).await;
+    s.register(1, &reset_url, &["a"]).await;
+    s.register(2, &garbled_url, &["a"]).await;
+    s.register(3, &url, &["b"]).await;
+    s.publish(1, "a").await.unwrap(); // both broken receivers fail their first attempt
+    s.clock.advance(chrono::Duration::seconds(30));
+    s.publish(2, "b").await.unwrap();
+    assert_eq!(healthy.count(), 1);
+    // Put a due retry of each broken delivery *and* a due healthy delivery in one pass.
+    s.engine
+        .redeliver(DeliveryKey::new(webhook(3), event(2)), "again")
+        .await
+        .unwrap();
+    assert_eq!(s.engine.redrive_once().await.unwrap(), 3);
+    s.engine.drain().await;
+    assert_eq!(
+        healthy.count(),
+        2,
+        "the healthy delivery went out in the same pass"
+    );
+    let reset_trail = s.trail(DeliveryKey::new(webhook(1), event(1)));
+    assert_eq!(reset_trail[2], "failed 1 reset -");
+    assert_eq!(reset_trail[4], "failed 2 reset -");
+    let garbled_trail = s.trail(DeliveryKey::new(webhook(2), event(1)));
+    assert_eq!(garbled_trail[2], "failed 1 status 500");
+    let body = s
+        .ledger()
+        .history(DeliveryKey::new(webhook(2), event(1)))
+        .unwrap();
+    match &body[2].body {
+        RecordBody::Failed(f) => assert_eq!(f.response_body.as_deref(), Some("not-gzip!")),
+        other => panic!("expected failed, got {other:?}"),
+    }
+}
