@@ -29,6 +29,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the service: the ledger, the delivery engine and the HTTP API.
+    Serve(ServeArgs),
     /// Print the queue reconstructed from the ledger (now, or at a point in the past).
     State(StateArgs),
     /// Print one delivery's records in order: its audit trail.
@@ -37,6 +39,18 @@ pub enum Command {
     Verify(DbArg),
     /// Measure the ledger on this machine (figures with same-run baselines).
     Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The address the HTTP API listens on.
+    #[arg(long, env = "HOOKLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// The largest accepted request body, in bytes (event payloads).
+    #[arg(long, env = "HOOKLEDGER_MAX_PAYLOAD", default_value_t = crate::api::DEFAULT_MAX_PAYLOAD)]
+    pub max_payload: usize,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +125,16 @@ pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::State(args) => state(&args),
         Command::History(args) => show_history(&args),
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Runtime::new()
+                .map_err(|e| LedgerError::Invalid(format!("cannot start the runtime: {e}")))?;
+            runtime.block_on(crate::serve::serve(crate::serve::ServeOptions {
+                db: args.db.db,
+                listen: args.listen,
+                max_payload: args.max_payload,
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(args) => {
             let figures =
                 crate::bench::run(&args.scenario, args.records, &mut |p| eprintln!("{p}"))?;

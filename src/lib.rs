@@ -17,8 +17,10 @@
 //! - [`delivery`]: what talks to receivers: signing, backoff, the URL guard, the HTTP sender
 //!   and the engine (publish, attempts, re-drive, park, recover).
 //! - [`config`]: delivery settings from `HOOKLEDGER_*` variables.
+//! - [`api`]: the HTTP API; [`serve`]: the process that runs it with the engine.
 //! - [`cli`]: the `hookledger` command; [`bench`]: its benchmark scenarios.
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod clock;
@@ -28,6 +30,7 @@ pub mod error;
 pub mod ids;
 pub mod ledger;
 pub mod registry;
+pub mod serve;
 pub mod store;
 
 pub use error::{LedgerError, Result};

@@ -9,6 +9,7 @@ mod engine_restart;
 mod ledger_props;
 mod scenarios;
 mod sender;
+mod serve;
 mod store_conformance;
 mod tamper;
 mod writer;

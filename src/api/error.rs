@@ -1,0 +1,144 @@
+//! API errors: one JSON shape, `{"error": {"code", "message", "field"}}`, with the status
+//! chosen in one place.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::LedgerError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "missing or wrong bearer token".into(),
+            field: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": {
+            "code": self.code, "message": self.message, "field": self.field,
+        }});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// The field a deserialisation error names: the path axum puts before the message
+/// (`url: invalid type ...`), or the name in `missing field `url``.
+fn named_field(message: &str) -> Option<String> {
+    let detail = message
+        .split_once("target type: ")
+        .map_or(message, |(_, rest)| rest);
+    if let Some(rest) = detail.strip_prefix("missing field `") {
+        return rest.split('`').next().map(str::to_owned);
+    }
+    let (path, _) = detail.split_once(": ")?;
+    (!path.is_empty() && !path.contains(' ')).then(|| path.to_owned())
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let message = r.body_text();
+        let status = match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            _ => "bad_json",
+        };
+        Self {
+            status,
+            code,
+            field: Some(named_field(&message).unwrap_or_else(|| "body".into())),
+            message,
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        let message = r.body_text();
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_query",
+            field: named_field(&message).or_else(|| Some("query".into())),
+            message,
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        let (status, code) = match &e {
+            LedgerError::EventExists { .. } => (StatusCode::CONFLICT, "conflict"),
+            LedgerError::InvalidTransition { .. } | LedgerError::Invalid(_) => {
+                (StatusCode::CONFLICT, "conflict")
+            }
+            LedgerError::CommitFailed(_) | LedgerError::WriterGone => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %e, "request failed");
+        }
+        Self {
+            status,
+            code,
+            message: e.to_string(),
+            field: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::named_field;
+
+    #[test]
+    fn the_field_is_read_from_axum_and_serde_messages() {
+        let cases = [
+            ("Failed to deserialize the JSON body into the target type: url: invalid type: integer `7`, expected a string at line 1 column 8", Some("url")),
+            ("Failed to deserialize the JSON body into the target type: bogus: unknown field `bogus`, expected one of `url`", Some("bogus")),
+            ("Failed to deserialize the JSON body into the target type: missing field `url` at line 1 column 2", Some("url")),
+            ("Failed to parse the request body as JSON: expected value at line 1 column 1", None),
+        ];
+        for (message, field) in cases {
+            assert_eq!(named_field(message).as_deref(), field, "{message}");
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The `/v1` handlers: webhooks, publishing, a delivery's audit trail, point-in-time state and
+//! verify.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::delivery::engine::Publish;
+use crate::delivery::signing::Secret;
+use crate::ids::{DeliveryKey, EventId, WebhookId};
+use crate::ledger::projection::Live;
+use crate::ledger::record::Timestamp;
+use crate::ledger::view::QueueView;
+use crate::ledger::writer::Commit;
+use crate::registry::{Change, Webhook};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewWebhook {
+    url: String,
+    #[serde(default)]
+    event_types: Vec<String>,
+    description: Option<String>,
+    secret: Option<String>,
+}
+
+/// An event type is a dotted name of `[a-zA-Z0-9_-]` parts.
+pub fn valid_event_type(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 200
+        && t.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
+fn check_url(state: &AppState, url: &str) -> ApiResult<()> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ApiError::invalid("url", format!("not a URL: {e}")))?;
+    state
+        .egress
+        .check_url(&parsed)
+        .map(|_| ())
+        .map_err(|e| ApiError::invalid("url", e.to_string()))
+}
+
+fn webhook_json(w: &Webhook) -> Value {
+    json!({
+        "id": w.id, "url": w.url, "event_types": w.event_types,
+        "description": w.description, "active": w.active,
+        "created_at": w.created_at, "updated_at": w.updated_at,
+    })
+}
+
+pub async fn create_webhook(
+    State(state): State<AppState>,
+    body: Result<Json<NewWebhook>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(req) = body?;
+    check_url(&state, &req.url)?;
+    if let Some(bad) = req.event_types.iter().find(|t| !valid_event_type(t)) {
+        return Err(ApiError::invalid(
+            "event_types",
+            format!("`{bad}` is not a dotted name of [a-zA-Z0-9_-] parts"),
+        ));
+    }
+    let secret = match &req.secret {
+        Some(s) => Secret::parse(s).map_err(|e| ApiError::invalid("secret", e.to_string()))?,
+        None => Secret::generate(),
+    };
+    let id = WebhookId::new();
+    let change = Change::Created {
+        url: req.url,
+        event_types: req.event_types,
+        description: req.description,
+        secret: secret.clone(),
+    };
+    state
+        .engine
+        .ledger()
+        .commit(Commit {
+            changes: vec![(id, change)],
+            ..Commit::default()
+        })
+        .await?;
+    let mut body = webhook_json(&registered(&state, id)?);
+    body["secret"] = Value::String(secret.expose());
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+fn registered(state: &AppState, id: WebhookId) -> ApiResult<Webhook> {
+    state
+        .engine
+        .ledger()
+        .shared()
+        .read_registry()
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no webhook {id}")))
+}
+
+fn parse_id<T: std::str::FromStr>(field: &str, s: &str) -> ApiResult<T> {
+    s.parse()
+        .map_err(|_| ApiError::invalid(field, format!("`{s}` is not a UUID")))
+}
+
+pub async fn list_webhooks(State(state): State<AppState>) -> Json<Value> {
+    let registry = state.engine.ledger().shared().read_registry();
+    Json(json!({ "data": registry.all().map(webhook_json).collect::<Vec<_>>() }))
+}
+
+pub async fn get_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id("id", &id)?;
+    Ok(Json(webhook_json(&registered(&state, id)?)))
+}
+
+/// Deactivates the webhook and parks its pending deliveries, in one commit.
+pub async fn delete_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: WebhookId = parse_id("id", &id)?;
+    registered(&state, id)?;
+    let receipt = state
+        .engine
+        .ledger()
+        .commit(Commit {
+            changes: vec![(
+                id,
+                Change::Deactivated {
+                    reason: "deleted through the API".into(),
+                },
+            )],
+            park: Some((id, "webhook deactivated".into())),
+            ..Commit::default()
+        })
+        .await?;
+    Ok(Json(
+        json!({ "id": id, "active": false, "parked": receipt.parked.len() }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEvent {
+    event_id: Option<String>,
+    event_type: String,
+    payload: Value,
+}
+
+pub async fn publish(
+    State(state): State<AppState>,
+    body: Result<Json<NewEvent>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(req) = body?;
+    if !valid_event_type(&req.event_type) {
+        return Err(ApiError::invalid(
+            "event_type",
+            "must be a dotted name of [a-zA-Z0-9_-] parts",
+        ));
+    }
+    let event_id = match &req.event_id {
+        Some(s) => EventId(parse_id("event_id", s)?),
+        None => EventId::new(),
+    };
+    let published = state
+        .engine
+        .publish(Publish {
+            event_id,
+            event_type: req.event_type,
+            payload: req.payload,
+        })
+        .await?;
+    let status = if published.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        status,
+        Json(json!({ "event_id": published.event_id, "deliveries": published.deliveries })),
+    ))
+}
+
+/// A delivery's state and its full record history: the audit trail.
+pub async fn delivery(
+    State(state): State<AppState>,
+    Path((webhook_id, event_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let key = DeliveryKey::new(
+        WebhookId(parse_id("webhook_id", &webhook_id)?),
+        EventId(parse_id("event_id", &event_id)?),
+    );
+    let ledger = state.engine.ledger().clone();
+    let records = tokio::task::spawn_blocking(move || ledger.history(key))
+        .await
+        .map_err(|e| ApiError::from(crate::LedgerError::Invalid(e.to_string())))??;
+    let Some(last) = records.last() else {
+        return Err(ApiError::not_found(format!("no delivery {key}")));
+    };
+    let state_name = match state.engine.ledger().shared().read_projection().get(&key) {
+        Some(Live::Pending { .. }) => "pending",
+        Some(Live::InAttempt { .. }) => "in_attempt",
+        None => match last.kind().as_str() {
+            "delivered" => "delivered",
+            "dead_parked" => "dead",
+            _ => "parked",
+        },
+    };
+    Ok(Json(json!({
+        "webhook_id": key.webhook_id, "event_id": key.event_id,
+        "state": state_name, "records": records,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateQuery {
+    at: Option<String>,
+    seq: Option<u64>,
+}
+
+/// The queue as reconstructed now, after record `seq`, or at instant `at`.
+pub async fn state(
+    State(state): State<AppState>,
+    query: Result<Query<StateQuery>, QueryRejection>,
+) -> ApiResult<Json<QueueView>> {
+    let Query(q) = query?;
+    let at: Option<Timestamp> = match &q.at {
+        Some(s) => Some(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|e| ApiError::invalid("at", format!("not an RFC 3339 timestamp: {e}")))?
+                .to_utc(),
+        ),
+        None => None,
+    };
+    let ledger = state.engine.ledger().clone();
+    let projection = tokio::task::spawn_blocking(move || match (at, q.seq) {
+        (Some(at), _) => ledger.state_at_time(at),
+        (None, Some(seq)) => ledger.state_at_seq(seq),
+        (None, None) => Ok(ledger.state()),
+    })
+    .await
+    .map_err(|e| ApiError::from(crate::LedgerError::Invalid(e.to_string())))??;
+    Ok(Json(QueueView::of(&projection)))
+}
+
+pub async fn verify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let ledger = state.engine.ledger().clone();
+    let verdict = tokio::task::spawn_blocking(move || ledger.verify())
+        .await
+        .map_err(|e| ApiError::from(crate::LedgerError::Invalid(e.to_string())))??;
+    Ok(Json(
+        json!({ "ok": verdict.ok(), "verdict": verdict.to_string(), "detail": verdict }),
+    ))
+}

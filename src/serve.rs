@@ -1,0 +1,122 @@
+//! `hookledger serve`: one process with the ledger, the delivery engine and the HTTP API.
+//!
+//! Start-up folds the log (printing how many records and how long), recovers attempts cut off
+//! by a crash, and starts the re-drive loop. SIGTERM or SIGINT stop taking requests, let
+//! attempts in flight finish and record their outcomes, flush the writer, and exit 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::api::{self, AppState};
+use crate::clock::SystemClock;
+use crate::config::DeliverySettings;
+use crate::delivery::engine::Engine;
+use crate::delivery::sender::Sender;
+use crate::error::{LedgerError, Result};
+use crate::ledger::writer::Commit;
+use crate::ledger::Ledger;
+use crate::store::Store;
+
+/// The environment variable that sets the API token.
+pub const API_TOKEN: &str = "HOOKLEDGER_API_TOKEN";
+const TOKEN_SETTING: &str = "api_token";
+
+pub struct ServeOptions {
+    pub db: PathBuf,
+    pub listen: SocketAddr,
+    pub max_payload: usize,
+}
+
+fn invalid(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Invalid(e.to_string())
+}
+
+pub async fn serve(options: ServeOptions) -> Result<()> {
+    let settings = DeliverySettings::from_env().map_err(invalid)?;
+    let clock = Arc::new(SystemClock);
+    let db = options.db.clone();
+    let ledger = tokio::task::spawn_blocking(move || Ledger::open(&db, clock))
+        .await
+        .map_err(invalid)??;
+    let ledger = Arc::new(ledger);
+    let stats = ledger.rebuild_stats();
+    println!(
+        "database {}: folded {} records and {} registry changes in {:.1} ms",
+        options.db.display(),
+        stats.records,
+        stats.changes,
+        stats.elapsed.as_secs_f64() * 1000.0
+    );
+    let token = api_token(&ledger).await?;
+    let sender = Sender::new(settings.sender_config()).map_err(invalid)?;
+    let engine = Engine::new(
+        ledger.clone(),
+        sender,
+        Arc::new(SystemClock),
+        settings.engine_config(),
+    );
+    engine.recover_abandoned().await?;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let redrive = tokio::spawn(engine.clone().run(shutdown));
+    let state = AppState {
+        engine,
+        egress: settings.egress.clone(),
+        token: Arc::new(token),
+    };
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| invalid(format!("cannot listen on {}: {e}", options.listen)))?;
+    let addr = listener.local_addr().map_err(invalid)?;
+    println!("listening on http://{addr}");
+    axum::serve(listener, api::router(state, options.max_payload))
+        .with_graceful_shutdown(signal())
+        .await
+        .map_err(invalid)?;
+    let _ = stop.send(true);
+    let _ = redrive.await;
+    println!("stopped");
+    Ok(())
+}
+
+/// `HOOKLEDGER_API_TOKEN`, or the token stored at first start (generated and printed once).
+async fn api_token(ledger: &Arc<Ledger>) -> Result<String> {
+    if let Some(token) = std::env::var(API_TOKEN).ok().filter(|t| !t.is_empty()) {
+        return Ok(token);
+    }
+    if let Some(token) = ledger.reader()?.setting(TOKEN_SETTING)? {
+        println!("API token: the one generated at first start (set {API_TOKEN} to choose one)");
+        return Ok(token);
+    }
+    let token = format!(
+        "hl_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    ledger
+        .commit(Commit {
+            settings: vec![(TOKEN_SETTING.into(), token.clone())],
+            ..Commit::default()
+        })
+        .await?;
+    println!("API token (shown once; set {API_TOKEN} to choose your own): {token}");
+    Ok(token)
+}
+
+async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
