@@ -40,7 +40,15 @@ pub fn router(state: AppState, max_payload: usize) -> Router {
         )
         .route(
             "/webhooks/{id}",
-            get(routes::get_webhook).delete(routes::delete_webhook),
+            get(routes::get_webhook)
+                .patch(routes::patch_webhook)
+                .delete(routes::delete_webhook),
+        )
+        .route("/webhooks/{id}/rotate-secret", post(routes::rotate_secret))
+        .route("/webhooks/{id}/recover", post(routes::recover))
+        .route(
+            "/deliveries/{webhook_id}/{event_id}/redeliver",
+            post(routes::redeliver),
         )
         .route("/events", post(routes::publish))
         .route("/deliveries/{webhook_id}/{event_id}", get(routes::delivery))

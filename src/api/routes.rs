@@ -67,12 +67,7 @@ pub async fn create_webhook(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(req) = body?;
     check_url(&state, &req.url)?;
-    if let Some(bad) = req.event_types.iter().find(|t| !valid_event_type(t)) {
-        return Err(ApiError::invalid(
-            "event_types",
-            format!("`{bad}` is not a dotted name of [a-zA-Z0-9_-] parts"),
-        ));
-    }
+    check_event_types(&req.event_types)?;
     let secret = match &req.secret {
         Some(s) => Secret::parse(s).map_err(|e| ApiError::invalid("secret", e.to_string()))?,
         None => Secret::generate(),
@@ -150,6 +145,143 @@ pub async fn delete_webhook(
     Ok(Json(
         json!({ "id": id, "active": false, "parked": receipt.parked.len() }),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookPatch {
+    url: Option<String>,
+    event_types: Option<Vec<String>>,
+    description: Option<String>,
+    active: Option<bool>,
+}
+
+fn check_event_types(types: &[String]) -> ApiResult<()> {
+    match types.iter().find(|t| !valid_event_type(t)) {
+        Some(bad) => Err(ApiError::invalid(
+            "event_types",
+            format!("`{bad}` is not a dotted name of [a-zA-Z0-9_-] parts"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Changes url, event_types, description or active. Deactivating parks pending deliveries.
+pub async fn patch_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<WebhookPatch>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let id: WebhookId = parse_id("id", &id)?;
+    let Json(patch) = body?;
+    registered(&state, id)?;
+    if let Some(url) = &patch.url {
+        check_url(&state, url)?;
+    }
+    if let Some(types) = &patch.event_types {
+        check_event_types(types)?;
+    }
+    let park = (patch.active == Some(false)).then(|| (id, "webhook deactivated".to_owned()));
+    let change = Change::Updated {
+        url: patch.url,
+        event_types: patch.event_types,
+        description: patch.description,
+        active: patch.active,
+    };
+    state
+        .engine
+        .ledger()
+        .commit(Commit {
+            changes: vec![(id, change)],
+            park,
+            ..Commit::default()
+        })
+        .await?;
+    Ok(Json(webhook_json(&registered(&state, id)?)))
+}
+
+/// A new secret; the previous one keeps signing beside it for a day.
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: WebhookId = parse_id("id", &id)?;
+    registered(&state, id)?;
+    let secret = Secret::generate();
+    let previous_until =
+        chrono::Utc::now() + chrono::Duration::hours(crate::registry::ROTATION_OVERLAP_HOURS);
+    let change = Change::SecretRotated {
+        secret: secret.clone(),
+        previous_until,
+    };
+    state
+        .engine
+        .ledger()
+        .commit(Commit {
+            changes: vec![(id, change)],
+            ..Commit::default()
+        })
+        .await?;
+    Ok(Json(
+        json!({ "id": id, "secret": secret.expose(), "previous_secret_until": previous_until }),
+    ))
+}
+
+/// Requeues one finished delivery with a fresh budget.
+pub async fn redeliver(
+    State(state): State<AppState>,
+    Path((webhook_id, event_id)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let key = DeliveryKey::new(
+        WebhookId(parse_id("webhook_id", &webhook_id)?),
+        EventId(parse_id("event_id", &event_id)?),
+    );
+    let seq = state
+        .engine
+        .redeliver(key, "redeliver requested through the API")
+        .await?;
+    state.engine.wake();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "requeued": true, "seq": seq })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverWindow {
+    since: String,
+    until: Option<String>,
+}
+
+fn timestamp(field: &str, s: &str) -> ApiResult<Timestamp> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.to_utc())
+        .map_err(|e| ApiError::invalid(field, format!("not an RFC 3339 timestamp: {e}")))
+}
+
+/// Requeues the webhook's dead and parked deliveries that finished in the window.
+pub async fn recover(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<RecoverWindow>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let id: WebhookId = parse_id("id", &id)?;
+    let Json(window) = body?;
+    registered(&state, id)?;
+    let since = timestamp("since", &window.since)?;
+    let until = match &window.until {
+        Some(u) => timestamp("until", u)?,
+        None => chrono::Utc::now(),
+    };
+    if until < since {
+        return Err(ApiError::invalid("until", "must not be before `since`"));
+    }
+    let requeued = state
+        .engine
+        .recover(id, since, until, "recover requested through the API")
+        .await?;
+    Ok(Json(json!({ "requeued": requeued })))
 }
 
 #[derive(Deserialize)]
@@ -238,14 +370,7 @@ pub async fn state(
     query: Result<Query<StateQuery>, QueryRejection>,
 ) -> ApiResult<Json<QueueView>> {
     let Query(q) = query?;
-    let at: Option<Timestamp> = match &q.at {
-        Some(s) => Some(
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map_err(|e| ApiError::invalid("at", format!("not an RFC 3339 timestamp: {e}")))?
-                .to_utc(),
-        ),
-        None => None,
-    };
+    let at = q.at.as_deref().map(|s| timestamp("at", s)).transpose()?;
     let ledger = state.engine.ledger().clone();
     let projection = tokio::task::spawn_blocking(move || match (at, q.seq) {
         (Some(at), _) => ledger.state_at_time(at),

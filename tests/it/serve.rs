@@ -299,3 +299,88 @@ async fn bad_requests_get_a_4xx_naming_the_field_and_write_nothing() {
         "no ledger record for refused requests"
     );
 }
+
+async fn wait_for(got: &Received, n: usize) {
+    for _ in 0..400 {
+        if got.lock().unwrap().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the receiver did not get {n} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_routes_redeliver_rotate_patch_and_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("ops.duckdb"));
+    let base = server.base.clone();
+    let (hook_url, got) = receiver().await;
+    let (_, webhook) = post_json(&format!("{base}/v1/webhooks"), json!({ "url": hook_url })).await;
+    let id = webhook["id"].as_str().unwrap().to_owned();
+    let old_secret = webhook["secret"].as_str().unwrap().to_owned();
+    let event_id = "0190c3a1-0000-7000-8000-0000000000bb";
+    let publish = json!({ "event_id": event_id, "event_type": "x", "payload": {} });
+    assert_eq!(
+        post_json(&format!("{base}/v1/events"), publish).await.0,
+        202
+    );
+    wait_for(&got, 1).await;
+
+    // Rotation: the next attempt is signed by both keys, each verifying alone.
+    let (status, rotated) =
+        post_json(&format!("{base}/v1/webhooks/{id}/rotate-secret"), json!({})).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_secret = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, old_secret);
+    let redeliver = format!("{base}/v1/deliveries/{id}/{event_id}/redeliver");
+    let mut requeued = (0, Value::Null);
+    for _ in 0..100 {
+        // The first answer may race the delivered record of the first attempt.
+        requeued = post_json(&redeliver, json!({})).await;
+        if requeued.0 == 202 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(requeued.0, 202, "{}", requeued.1);
+    wait_for(&got, 2).await;
+    {
+        let got = got.lock().unwrap();
+        let (headers, body) = &got[1];
+        let signatures = headers["webhook-signature"].to_str().unwrap();
+        assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
+        for secret in [&old_secret, &new_secret] {
+            standardwebhooks::Webhook::new(secret)
+                .unwrap()
+                .verify(body, headers)
+                .expect("each key verifies alone");
+        }
+    }
+
+    let (status, patched) = call(
+        reqwest::Method::PATCH,
+        &format!("{base}/v1/webhooks/{id}"),
+        Some(TOKEN),
+        Some(json!({ "description": "shop", "active": false })),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(
+        (patched["active"].clone(), patched["description"].clone()),
+        (json!(false), json!("shop"))
+    );
+
+    let recover = format!("{base}/v1/webhooks/{id}/recover");
+    let (status, answer) = post_json(&recover, json!({ "since": "last week" })).await;
+    assert_eq!(
+        (status, answer["error"]["field"].as_str()),
+        (422, Some("since"))
+    );
+    let (status, answer) = post_json(&recover, json!({ "since": "2020-01-01T00:00:00Z" })).await;
+    assert_eq!(
+        (status, answer["requeued"].as_u64()),
+        (200, Some(0)),
+        "nothing dead or parked"
+    );
+}
