@@ -2,6 +2,7 @@
 
 mod common;
 
+mod audit;
 mod cli;
 mod durability;
 mod engine;

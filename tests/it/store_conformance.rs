@@ -224,12 +224,38 @@ fn a_schema_newer_than_this_build_is_refused_naming_both_versions() {
                 err,
                 hookledger::LedgerError::SchemaTooNew {
                     found: 7,
-                    supported: 1
+                    supported: 2
                 }
             ),
             "{err:?}"
         );
         let text = err.to_string();
-        assert!(text.contains('7') && text.contains('1'), "{text}");
+        assert!(text.contains('7') && text.contains('2'), "{text}");
     }
+}
+
+#[test]
+fn an_older_file_is_migrated_forward_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.duckdb");
+    {
+        // A file as schema 1 left it: no audit views, version 1 recorded.
+        let store = DuckStore::open(&path, OpenMode::ReadWrite).unwrap();
+        store
+            .connection()
+            .execute_batch(
+                "DROP VIEW delivery_history CASCADE; DROP VIEW IF EXISTS delivery_latest; \
+                 DROP VIEW attempt_outcomes; DROP VIEW webhook_history; \
+                 DELETE FROM schema_migrations WHERE version = 2;",
+            )
+            .unwrap();
+        assert_eq!(store.schema_version().unwrap(), 1);
+    }
+    let store = DuckStore::open(&path, OpenMode::ReadWrite).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 2);
+    let n: i64 = store
+        .connection()
+        .query_row("SELECT count(*) FROM delivery_latest", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0);
 }

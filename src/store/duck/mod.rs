@@ -21,7 +21,10 @@ use crate::registry::StoredChange;
 /// The numbered schema files, applied in order. The database records the highest applied.
 mod arrow_scan;
 
-pub const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../../schema/001_ledger.sql"))];
+pub const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../../../schema/001_ledger.sql")),
+    (2, include_str!("../../../schema/002_audit_views.sql")),
+];
 
 /// The schema version this build writes and understands.
 pub fn supported_schema() -> u32 {
