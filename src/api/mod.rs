@@ -53,6 +53,7 @@ pub fn router(state: AppState, max_payload: usize) -> Router {
         .route("/events", post(routes::publish))
         .route("/deliveries/{webhook_id}/{event_id}", get(routes::delivery))
         .route("/state", get(routes::state))
+        .route("/ledger", get(routes::ledger))
         .route("/verify", get(routes::verify))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

@@ -14,10 +14,11 @@ use crate::delivery::engine::Publish;
 use crate::delivery::signing::Secret;
 use crate::ids::{DeliveryKey, EventId, WebhookId};
 use crate::ledger::projection::Live;
-use crate::ledger::record::Timestamp;
+use crate::ledger::record::{RecordKind, Timestamp};
 use crate::ledger::view::QueueView;
 use crate::ledger::writer::Commit;
 use crate::registry::{Change, Webhook};
+use crate::store::Store;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -390,4 +391,56 @@ pub async fn verify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     Ok(Json(
         json!({ "ok": verdict.ok(), "verdict": verdict.to_string(), "detail": verdict }),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerQuery {
+    after_seq: Option<u64>,
+    limit: Option<usize>,
+    webhook_id: Option<String>,
+    kind: Option<String>,
+}
+
+/// The most records one `/v1/ledger` page returns.
+const MAX_PAGE: usize = 1000;
+
+/// Raw ledger records in seq order, for audit export and tailing: pass the answer's
+/// `next_after_seq` back as `after_seq`.
+pub async fn ledger(
+    State(state): State<AppState>,
+    query: Result<Query<LedgerQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be 1 to {MAX_PAGE}"),
+        ));
+    }
+    let webhook = q
+        .webhook_id
+        .as_deref()
+        .map(|s| parse_id("webhook_id", s).map(WebhookId))
+        .transpose()?;
+    let kind = q
+        .kind
+        .as_deref()
+        .map(|k| {
+            RecordKind::parse(k)
+                .ok_or_else(|| ApiError::invalid("kind", format!("`{k}` is not a record kind")))
+        })
+        .transpose()?;
+    let reader = state.engine.ledger().reader()?;
+    let after = q.after_seq.unwrap_or(0);
+    let rows = tokio::task::spawn_blocking(move || reader.page(after, limit, webhook, kind))
+        .await
+        .map_err(|e| ApiError::from(crate::LedgerError::Invalid(e.to_string())))??;
+    let records = rows
+        .into_iter()
+        .map(|r| r.into_record())
+        .collect::<crate::Result<Vec<_>>>()?;
+    let next = records.last().map(|r| r.seq);
+    Ok(Json(json!({ "data": records, "next_after_seq": next })))
 }

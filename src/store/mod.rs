@@ -73,6 +73,16 @@ pub trait Store: Send {
     /// Every registry change, in seq order.
     fn changes(&self) -> Result<Vec<StoredChange>>;
 
+    /// Up to `limit` records after `after_seq`, in seq order, optionally of one webhook or
+    /// one kind (the audit export and tail).
+    fn page(
+        &self,
+        after_seq: u64,
+        limit: usize,
+        webhook: Option<crate::ids::WebhookId>,
+        kind: Option<crate::ledger::record::RecordKind>,
+    ) -> Result<Vec<StoredRecord>>;
+
     /// One delivery's records, in seq order.
     fn history(&self, key: DeliveryKey) -> Result<Vec<StoredRecord>>;
 

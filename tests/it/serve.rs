@@ -201,6 +201,17 @@ async fn register_publish_receive_audit_restart() {
     .await;
     assert_eq!(status, 409);
 
+    let (_, page) = get(&format!("{base}/v1/ledger?limit=2")).await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 2);
+    assert_eq!(page["next_after_seq"], 2);
+    let (_, rest) = get(&format!(
+        "{base}/v1/ledger?after_seq=2&webhook_id={webhook_id}"
+    ))
+    .await;
+    assert_eq!(rest["data"][0]["kind"], "delivered");
+    let (_, delivered) = get(&format!("{base}/v1/ledger?kind=delivered")).await;
+    assert_eq!(delivered["data"].as_array().unwrap().len(), 1);
+
     assert!(server.stop().success(), "SIGTERM exits 0");
     let server = Server::start(&db);
     let (status, after) = get(&format!(
@@ -291,6 +302,20 @@ async fn bad_requests_get_a_4xx_naming_the_field_and_write_nothing() {
         (status, answer["error"]["field"].as_str()),
         (422, Some("at"))
     );
+    for (query, status, field) in [
+        ("limit=0", 422, "limit"),
+        ("kind=exploded", 422, "kind"),
+        ("after_seq=-1", 400, "after_seq"),
+        ("webhook_id=nope", 422, "webhook_id"),
+        ("colour=red", 400, "colour"),
+    ] {
+        let (got, answer) = get(&format!("{base}/v1/ledger?{query}")).await;
+        assert_eq!(
+            (got, answer["error"]["field"].as_str()),
+            (status, Some(field)),
+            "{query}: {answer}"
+        );
+    }
     let (status, _) = get(&format!("{base}/v1/deliveries/nope/nope")).await;
     assert_eq!(status, 422);
     assert_eq!(

@@ -166,6 +166,16 @@ fn history_events_and_settings(store: &mut dyn Store) {
         vec![webhook(1), webhook(2)]
     );
     assert!(store.enqueued_webhooks(event(2)).unwrap().is_empty());
+    use hookledger::ledger::record::RecordKind;
+    assert_eq!(store.page(0, 2, None, None).unwrap(), rows[..2].to_vec());
+    assert_eq!(
+        store.page(1, 10, Some(webhook(1)), None).unwrap(),
+        vec![rows[2].clone()]
+    );
+    let attempts = store
+        .page(0, 10, None, Some(RecordKind::Attempted))
+        .unwrap();
+    assert_eq!(attempts, vec![rows[2].clone()]);
     let trail = store.history(key(1, 1)).unwrap();
     assert_eq!(trail, vec![rows[0].clone(), rows[2].clone()]);
     let found = store

@@ -152,7 +152,7 @@ impl DuckStore {
         Ok(())
     }
 
-    /// Ledger rows matching `filter`, in seq order, fetched as Arrow batches: UUIDs arrive as
+    /// Ledger rows matching `filter` (a WHERE clause and its ORDER BY), fetched as Arrow batches: UUIDs arrive as
     /// 16-byte values (lossless conversion) and each column is read from its array, several
     /// times faster than the row API.
     fn query_records(
@@ -163,8 +163,7 @@ impl DuckStore {
     ) -> Result<()> {
         self.conn
             .execute_batch("SET arrow_lossless_conversion = true")?;
-        let sql =
-            format!("SELECT {RECORD_COLUMNS} FROM webhook_deliveries WHERE {filter} ORDER BY seq");
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM webhook_deliveries WHERE {filter}");
         let mut stmt = self.conn.prepare(&sql)?;
         for batch in stmt.stream_arrow(params)? {
             arrow_scan::each_record(&batch?, f)?;
@@ -286,7 +285,11 @@ impl Store for DuckStore {
         f: &mut dyn FnMut(StoredRecord) -> Result<()>,
     ) -> Result<()> {
         let to = to.min(i64::MAX as u64) as i64;
-        self.query_records("seq BETWEEN ? AND ?", params![from as i64, to], f)
+        self.query_records(
+            "seq BETWEEN ? AND ? ORDER BY seq",
+            params![from as i64, to],
+            f,
+        )
     }
 
     fn last_seq(&self) -> Result<u64> {
@@ -348,10 +351,35 @@ impl Store for DuckStore {
         Ok(rows.collect::<duckdb::Result<_>>()?)
     }
 
+    fn page(
+        &self,
+        after_seq: u64,
+        limit: usize,
+        webhook: Option<crate::ids::WebhookId>,
+        kind: Option<crate::ledger::record::RecordKind>,
+    ) -> Result<Vec<StoredRecord>> {
+        let mut out = Vec::new();
+        // Optional filters become always-true comparisons when absent, so one statement
+        // serves every combination.
+        let filter = "seq > ? AND (? IS NULL OR webhook_id = ?::UUID) AND (? IS NULL OR kind = ?) \
+                      ORDER BY seq LIMIT ?";
+        let webhook = webhook.map(|w| w.0.to_string());
+        let kind = kind.map(|k| k.as_str());
+        self.query_records(
+            filter,
+            params![after_seq as i64, webhook, webhook, kind, kind, limit as i64],
+            &mut |r| {
+                out.push(r);
+                Ok(())
+            },
+        )?;
+        Ok(out)
+    }
+
     fn history(&self, key: DeliveryKey) -> Result<Vec<StoredRecord>> {
         let mut out = Vec::new();
         self.query_records(
-            "webhook_id = ?::UUID AND event_id = ?::UUID",
+            "webhook_id = ?::UUID AND event_id = ?::UUID ORDER BY seq",
             params![key.webhook_id.0.to_string(), key.event_id.0.to_string()],
             &mut |r| {
                 out.push(r);
