@@ -80,17 +80,25 @@ pub async fn create_webhook(
         description: req.description,
         secret: secret.clone(),
     };
-    state
-        .engine
-        .ledger()
-        .commit(Commit {
-            changes: vec![(id, change)],
-            ..Commit::default()
-        })
-        .await?;
+    commit_change(&state, id, change, false).await?;
     let mut body = webhook_json(&registered(&state, id)?);
     body["secret"] = Value::String(secret.expose());
     Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// Appends one registry change (and parks the webhook's pending deliveries when asked).
+async fn commit_change(
+    state: &AppState,
+    id: WebhookId,
+    change: Change,
+    park: bool,
+) -> ApiResult<crate::ledger::writer::Receipt> {
+    let commit = Commit {
+        changes: vec![(id, change)],
+        park: park.then(|| (id, "webhook deactivated".to_owned())),
+        ..Commit::default()
+    };
+    Ok(state.engine.ledger().commit(commit).await?)
 }
 
 fn registered(state: &AppState, id: WebhookId) -> ApiResult<Webhook> {
@@ -129,20 +137,10 @@ pub async fn delete_webhook(
 ) -> ApiResult<Json<Value>> {
     let id: WebhookId = parse_id("id", &id)?;
     registered(&state, id)?;
-    let receipt = state
-        .engine
-        .ledger()
-        .commit(Commit {
-            changes: vec![(
-                id,
-                Change::Deactivated {
-                    reason: "deleted through the API".into(),
-                },
-            )],
-            park: Some((id, "webhook deactivated".into())),
-            ..Commit::default()
-        })
-        .await?;
+    let change = Change::Deactivated {
+        reason: "deleted through the API".into(),
+    };
+    let receipt = commit_change(&state, id, change, true).await?;
     Ok(Json(
         json!({ "id": id, "active": false, "parked": receipt.parked.len() }),
     ))
@@ -182,22 +180,14 @@ pub async fn patch_webhook(
     if let Some(types) = &patch.event_types {
         check_event_types(types)?;
     }
-    let park = (patch.active == Some(false)).then(|| (id, "webhook deactivated".to_owned()));
+    let park = patch.active == Some(false);
     let change = Change::Updated {
         url: patch.url,
         event_types: patch.event_types,
         description: patch.description,
         active: patch.active,
     };
-    state
-        .engine
-        .ledger()
-        .commit(Commit {
-            changes: vec![(id, change)],
-            park,
-            ..Commit::default()
-        })
-        .await?;
+    commit_change(&state, id, change, park).await?;
     Ok(Json(webhook_json(&registered(&state, id)?)))
 }
 
@@ -215,14 +205,7 @@ pub async fn rotate_secret(
         secret: secret.clone(),
         previous_until,
     };
-    state
-        .engine
-        .ledger()
-        .commit(Commit {
-            changes: vec![(id, change)],
-            ..Commit::default()
-        })
-        .await?;
+    commit_change(&state, id, change, false).await?;
     Ok(Json(
         json!({ "id": id, "secret": secret.expose(), "previous_secret_until": previous_until }),
     ))

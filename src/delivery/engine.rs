@@ -233,14 +233,10 @@ impl Engine {
             .collect();
         let mut records = Vec::new();
         for (key, attempt) in &cut_off {
-            let outcome = Outcome::Failed {
-                status: None,
-                class: ErrorClass::Abandoned,
-                error: "the process stopped during the attempt".into(),
-                duration_ms: 0,
-                retry_after: None,
-                response_body: None,
-            };
+            let outcome = local_failure(
+                ErrorClass::Abandoned,
+                "the process stopped during the attempt",
+            );
             let active = self.webhook_active(key.webhook_id);
             records.extend(self.outcome_records(*key, *attempt, outcome, now, active));
         }
@@ -300,14 +296,7 @@ impl Engine {
 
     /// An attempt whose event body is gone (expunged) fails at once, visibly.
     fn spawn_missing_body(self: &Arc<Self>, key: DeliveryKey, attempt: u16) {
-        let outcome = Outcome::Failed {
-            status: None,
-            class: ErrorClass::Other,
-            error: "the event body is missing".into(),
-            duration_ms: 0,
-            retry_after: None,
-            response_body: None,
-        };
+        let outcome = local_failure(ErrorClass::Other, "the event body is missing");
         self.running.send_modify(|n| *n += 1);
         let engine = self.clone();
         tokio::spawn(async move {
@@ -339,14 +328,7 @@ impl Engine {
                 };
                 self.sender.send(&a, now).await
             }
-            None => Outcome::Failed {
-                status: None,
-                class: ErrorClass::Other,
-                error: "the webhook is not active".into(),
-                duration_ms: 0,
-                retry_after: None,
-                response_body: None,
-            },
+            None => local_failure(ErrorClass::Other, "the webhook is not active"),
         };
         self.record(key, attempt, outcome).await;
     }
@@ -531,6 +513,18 @@ pub fn outcome_records(
         records.push(NewRecord::new(key, RecordBody::DeadParked { reason }));
     }
     records
+}
+
+/// A failure decided here, without a request to the receiver.
+fn local_failure(class: ErrorClass, error: &str) -> Outcome {
+    Outcome::Failed {
+        status: None,
+        class,
+        error: error.to_owned(),
+        duration_ms: 0,
+        retry_after: None,
+        response_body: None,
+    }
 }
 
 /// Runs blocking DuckDB reads off the async threads.
