@@ -260,9 +260,15 @@ impl Engine {
                 tracing::error!(error = %e, "re-drive pass failed");
             }
             let next = self.ledger.shared().read_projection().next_due();
-            let wait = next.map_or(Duration::from_secs(3600), |due| {
-                (due - self.clock.now()).to_std().unwrap_or(Duration::ZERO)
-            });
+            // With every permit taken, nothing can start before an outcome is committed, and
+            // that commit wakes the loop: no need to wake for the due time.
+            let saturated = self.global.available_permits() == 0;
+            let wait = match next {
+                Some(due) if !saturated => {
+                    (due - self.clock.now()).to_std().unwrap_or(Duration::ZERO)
+                }
+                _ => Duration::from_secs(3600),
+            };
             let wait = wait.max(Duration::from_millis(1));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -306,6 +312,14 @@ impl Engine {
     }
 
     async fn attempt(&self, key: DeliveryKey, attempt: u16, body: &[u8]) {
+        let outcome = self.send(key, body).await;
+        // The permits are back before the outcome's commit wakes the re-drive loop, so the
+        // loop never sees a stale "all busy" and sleeps past due work.
+        self.record(key, attempt, outcome).await;
+    }
+
+    /// Sends one attempt under the global and the webhook's concurrency limits.
+    async fn send(&self, key: DeliveryKey, body: &[u8]) -> Outcome {
         let _global = self.global.clone().acquire_owned().await;
         let _own = self.webhook_permit(key.webhook_id).acquire_owned().await;
         let webhook = self
@@ -315,22 +329,19 @@ impl Engine {
             .get(&key.webhook_id)
             .cloned();
         let now = self.clock.now();
-        let outcome = match webhook.filter(|w| w.active) {
-            Some(w) => {
-                let secrets = w.signing_secrets(now);
-                let msg_id = key.event_id.to_string();
-                let a = Attempt {
-                    url: &w.url,
-                    msg_id: &msg_id,
-                    body,
-                    secrets: &secrets,
-                    timestamp: now.timestamp(),
-                };
-                self.sender.send(&a, now).await
-            }
-            None => local_failure(ErrorClass::Other, "the webhook is not active"),
+        let Some(w) = webhook.filter(|w| w.active) else {
+            return local_failure(ErrorClass::Other, "the webhook is not active");
         };
-        self.record(key, attempt, outcome).await;
+        let secrets = w.signing_secrets(now);
+        let msg_id = key.event_id.to_string();
+        let a = Attempt {
+            url: &w.url,
+            msg_id: &msg_id,
+            body,
+            secrets: &secrets,
+            timestamp: now.timestamp(),
+        };
+        self.sender.send(&a, now).await
     }
 
     async fn record(&self, key: DeliveryKey, attempt: u16, outcome: Outcome) {
