@@ -473,7 +473,7 @@ pub fn outcome_records(
     webhook_active: bool,
     rng: &mut impl FnMut() -> f64,
 ) -> Vec<NewRecord> {
-    let (status, class, error, duration_ms, retry_after, response_body) = match outcome {
+    match outcome {
         Outcome::Delivered {
             status,
             duration_ms,
@@ -483,7 +483,7 @@ pub fn outcome_records(
                 status,
                 duration_ms,
             };
-            return vec![NewRecord::new(key, body)];
+            vec![NewRecord::new(key, body)]
         }
         Outcome::Failed {
             status,
@@ -492,34 +492,37 @@ pub fn outcome_records(
             duration_ms,
             retry_after,
             response_body,
-        } => (
-            status,
-            class,
-            error,
-            duration_ms,
-            retry_after,
-            response_body,
-        ),
-    };
-    let delay = schedule.next_delay(u32::from(attempt), retry_after, rng);
-    let next_due_at = now
-        + delay
-            .and_then(|d| chrono::Duration::from_std(d).ok())
-            .unwrap_or_default();
-    let failed = RecordBody::Failed(Failure {
-        attempt,
-        status,
-        error_class: class,
-        error,
-        duration_ms,
-        next_due_at,
-        response_body,
-    });
-    let mut records = vec![NewRecord::new(key, failed)];
+        } => {
+            let delay = schedule.next_delay(u32::from(attempt), retry_after, rng);
+            let wait = delay.and_then(|d| chrono::Duration::from_std(d).ok());
+            let failure = Failure {
+                attempt,
+                status,
+                error_class: class,
+                error,
+                duration_ms,
+                next_due_at: now + wait.unwrap_or_default(),
+                response_body,
+            };
+            failed_records(key, failure, delay.is_none(), webhook_active)
+        }
+    }
+}
+
+/// `failed`, then `parked` if the webhook is no longer active, else `dead_parked` if that was
+/// the last attempt of the budget.
+fn failed_records(
+    key: DeliveryKey,
+    failure: Failure,
+    budget_spent: bool,
+    webhook_active: bool,
+) -> Vec<NewRecord> {
+    let attempt = failure.attempt;
+    let mut records = vec![NewRecord::new(key, RecordBody::Failed(failure))];
     if !webhook_active {
         let reason = "webhook deactivated".to_owned();
         records.push(NewRecord::new(key, RecordBody::Parked { reason }));
-    } else if delay.is_none() {
+    } else if budget_spent {
         let reason = format!("attempt budget spent after {attempt} attempts");
         records.push(NewRecord::new(key, RecordBody::DeadParked { reason }));
     }
