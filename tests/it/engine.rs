@@ -67,19 +67,24 @@ struct Setup {
 
 impl Setup {
     fn new(schedule: &str) -> Self {
+        let config = EngineConfig {
+            schedule: RetrySchedule::parse(schedule).unwrap(),
+            ..EngineConfig::default()
+        };
+        Self::with(config, SenderConfig::default())
+    }
+
+    /// A ledger on a temp file, a manual clock, and an engine whose sender admits 127.0.0.1.
+    fn with(config: EngineConfig, sender: SenderConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::at_epoch();
         let ledger =
             Arc::new(Ledger::open(&dir.path().join("e.duckdb"), Arc::new(clock.clone())).unwrap());
         let sender = Sender::new(SenderConfig {
             egress: Arc::new(EgressPolicy::parse_allowlist("127.0.0.1").unwrap()),
-            ..SenderConfig::default()
+            ..sender
         })
         .unwrap();
-        let config = EngineConfig {
-            schedule: RetrySchedule::parse(schedule).unwrap(),
-            ..EngineConfig::default()
-        };
         let engine = Engine::new(ledger, sender, Arc::new(clock.clone()), config);
         Self {
             _dir: dir,
@@ -390,27 +395,16 @@ async fn the_redrive_loop_retries_when_due_and_drains_on_shutdown() {
 /// a hundred deliveries to a healthy receiver complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_receiver_does_not_delay_a_healthy_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at_epoch();
-    let ledger =
-        Arc::new(Ledger::open(&dir.path().join("h.duckdb"), Arc::new(clock.clone())).unwrap());
-    let sender = Sender::new(SenderConfig {
-        egress: Arc::new(EgressPolicy::parse_allowlist("127.0.0.1").unwrap()),
-        attempt_timeout: std::time::Duration::from_secs(5),
-        ..SenderConfig::default()
-    })
-    .unwrap();
     let config = EngineConfig {
         max_in_flight: 16,
         per_webhook: 4,
         ..EngineConfig::default()
     };
-    let engine = Engine::new(ledger.clone(), sender, Arc::new(clock.clone()), config);
-    let s = Setup {
-        _dir: dir,
-        clock,
-        engine,
+    let sender = SenderConfig {
+        attempt_timeout: std::time::Duration::from_secs(5),
+        ..SenderConfig::default()
     };
+    let s = Setup::with(config, sender);
     // The hanging peer accepts connections and never answers.
     let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hang_url = format!("http://{}/hook", hang.local_addr().unwrap());
