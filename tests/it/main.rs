@@ -4,6 +4,7 @@ mod common;
 
 mod audit;
 mod cli;
+mod crash_cycles;
 mod durability;
 mod engine;
 mod engine_restart;
@@ -11,6 +12,7 @@ mod ledger_props;
 mod scenarios;
 mod sender;
 mod serve;
+mod serve_child;
 mod store_conformance;
 mod tamper;
 mod writer;
