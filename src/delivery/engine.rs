@@ -5,6 +5,11 @@
 //! - An attempt starts only after its `attempted` record is durable, and the writer refuses a
 //!   second `attempted` for a delivery already in an attempt, so one process never starts a
 //!   delivery twice.
+//! - `attempted` is recorded only for an attempt that already holds its concurrency permits
+//!   (global and per webhook), so it goes out at once. A delivery that would have to wait for a
+//!   permit stays `pending` in the log: a crash then abandons only attempts that could have
+//!   reached the receiver, and cannot burn the budget of deliveries queued behind a slow
+//!   webhook. Nothing waits for a permit while holding another.
 //! - Every outcome, whatever went wrong, becomes a record (`delivered`, or `failed` with its
 //!   computed next due time, followed by `dead_parked` when the budget is spent or `parked` when
 //!   the webhook is no longer active): no error can stall a delivery.
@@ -15,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::backoff::RetrySchedule;
 use super::sender::{Attempt, Outcome, Sender};
@@ -116,10 +121,15 @@ impl Engine {
             .map(|w| w.id)
             .collect();
         let mut records = Vec::with_capacity(webhooks.len() * 2);
+        let mut first_attempts = Vec::with_capacity(webhooks.len());
         for w in &webhooks {
             let key = DeliveryKey::new(*w, req.event_id);
             records.push(NewRecord::new(key, RecordBody::Enqueued { due_at: now }));
-            records.push(NewRecord::new(key, RecordBody::Attempted { attempt: 1 }));
+            // Without a free permit the delivery stays pending, due now, for the re-drive.
+            if let Some(permits) = self.try_permits(*w) {
+                records.push(NewRecord::new(key, RecordBody::Attempted { attempt: 1 }));
+                first_attempts.push((key, permits));
+            }
         }
         let commit = Commit {
             events: vec![NewEvent {
@@ -138,8 +148,8 @@ impl Engine {
             Err(e) => return Err(e),
         }
         let body = Arc::new(body);
-        for w in &webhooks {
-            self.spawn_attempt(DeliveryKey::new(*w, req.event_id), 1, body.clone());
+        for (key, permits) in first_attempts {
+            self.spawn_attempt(key, 1, body.clone(), permits);
         }
         Ok(Published {
             event_id: req.event_id,
@@ -159,30 +169,47 @@ impl Engine {
         })
     }
 
-    /// One re-drive pass: takes the deliveries due now (as many as may run), records their
+    /// One re-drive pass: takes the deliveries due now whose permits are free, records their
     /// `attempted` in one commit, and starts them. Returns how many started.
     pub async fn redrive_once(self: &Arc<Self>) -> Result<usize> {
-        let limit = self.global.available_permits();
+        Ok(self.redrive_pass().await?.started)
+    }
+
+    async fn redrive_pass(self: &Arc<Self>) -> Result<Pass> {
+        let free = self.global.available_permits();
+        if free == 0 {
+            return Ok(Pass {
+                started: 0,
+                blocked: true,
+            });
+        }
+        // Rows of webhooks at their limit are skipped, so look a little past the free permits.
         let due = self
             .ledger
             .shared()
             .read_projection()
-            .due(self.clock.now(), limit);
-        if due.is_empty() {
-            return Ok(0);
+            .due(self.clock.now(), free.saturating_mul(DUE_SCAN_FACTOR));
+        let mut blocked = false;
+        let mut records = Vec::new();
+        let mut permits = Vec::new();
+        for (key, live) in &due {
+            let Live::Pending { attempts, .. } = live else {
+                continue;
+            };
+            let Some(p) = self.try_permits(key.webhook_id) else {
+                blocked = true;
+                continue;
+            };
+            let attempt = attempts + 1;
+            records.push(NewRecord::new(*key, RecordBody::Attempted { attempt }));
+            permits.push(p);
         }
-        let records: Vec<NewRecord> = due
-            .iter()
-            .filter_map(|(key, live)| match live {
-                Live::Pending { attempts, .. } => Some(NewRecord::new(
-                    *key,
-                    RecordBody::Attempted {
-                        attempt: attempts + 1,
-                    },
-                )),
-                Live::InAttempt { .. } => None,
-            })
-            .collect();
+        if records.is_empty() {
+            return Ok(Pass {
+                started: 0,
+                blocked,
+            });
+        }
         let receipt = self
             .ledger
             .commit(Commit {
@@ -193,16 +220,29 @@ impl Engine {
         let bodies = self
             .bodies(records.iter().map(|r| r.key.event_id).collect())
             .await?;
-        for r in &records {
+        for (r, permits) in records.iter().zip(permits) {
             let RecordBody::Attempted { attempt } = r.body else {
                 continue;
             };
             match bodies.get(&r.key.event_id) {
-                Some(body) => self.spawn_attempt(r.key, attempt, body.clone()),
+                Some(body) => self.spawn_attempt(r.key, attempt, body.clone(), permits),
                 None => self.spawn_missing_body(r.key, attempt),
             }
         }
-        Ok(receipt.seqs.len())
+        Ok(Pass {
+            started: receipt.seqs.len(),
+            blocked,
+        })
+    }
+
+    /// The global permit and the webhook's, if both are free now (never waits).
+    fn try_permits(&self, webhook: WebhookId) -> Option<Permits> {
+        let global = self.global.clone().try_acquire_owned().ok()?;
+        let own = self.webhook_permit(webhook).try_acquire_owned().ok()?;
+        Some(Permits {
+            _global: global,
+            _own: own,
+        })
     }
 
     async fn bodies(&self, mut ids: Vec<EventId>) -> Result<HashMap<EventId, Arc<Vec<u8>>>> {
@@ -256,13 +296,17 @@ impl Engine {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut committed = self.ledger.shared().subscribe();
         while !*shutdown.borrow() {
-            if let Err(e) = self.redrive_once().await {
-                tracing::error!(error = %e, "re-drive pass failed");
-            }
+            let saturated = match self.redrive_pass().await {
+                Ok(pass) => pass.blocked,
+                Err(e) => {
+                    tracing::error!(error = %e, "re-drive pass failed");
+                    false
+                }
+            };
             let next = self.ledger.shared().read_projection().next_due();
-            // With every permit taken, nothing can start before an outcome is committed, and
-            // that commit wakes the loop: no need to wake for the due time.
-            let saturated = self.global.available_permits() == 0;
+            // When due work waits for permits, nothing more can start before an outcome is
+            // committed (permits return first), and that commit wakes the loop: no need to
+            // wake for the due time.
             let wait = match next {
                 Some(due) if !saturated => {
                     (due - self.clock.now()).to_std().unwrap_or(Duration::ZERO)
@@ -291,11 +335,17 @@ impl Engine {
         let _ = running.wait_for(|n| *n == 0).await;
     }
 
-    fn spawn_attempt(self: &Arc<Self>, key: DeliveryKey, attempt: u16, body: Arc<Vec<u8>>) {
+    fn spawn_attempt(
+        self: &Arc<Self>,
+        key: DeliveryKey,
+        attempt: u16,
+        body: Arc<Vec<u8>>,
+        permits: Permits,
+    ) {
         self.running.send_modify(|n| *n += 1);
         let engine = self.clone();
         tokio::spawn(async move {
-            engine.attempt(key, attempt, &body).await;
+            engine.attempt(key, attempt, &body, permits).await;
             engine.running.send_modify(|n| *n -= 1);
         });
     }
@@ -311,17 +361,15 @@ impl Engine {
         });
     }
 
-    async fn attempt(&self, key: DeliveryKey, attempt: u16, body: &[u8]) {
-        let outcome = self.send(key, body).await;
+    async fn attempt(&self, key: DeliveryKey, attempt: u16, body: &[u8], permits: Permits) {
+        let outcome = self.send(key, body, permits).await;
         // The permits are back before the outcome's commit wakes the re-drive loop, so the
         // loop never sees a stale "all busy" and sleeps past due work.
         self.record(key, attempt, outcome).await;
     }
 
-    /// Sends one attempt under the global and the webhook's concurrency limits.
-    async fn send(&self, key: DeliveryKey, body: &[u8]) -> Outcome {
-        let _global = self.global.clone().acquire_owned().await;
-        let _own = self.webhook_permit(key.webhook_id).acquire_owned().await;
+    /// Sends one attempt; its permits are held until the answer (or failure) is in.
+    async fn send(&self, key: DeliveryKey, body: &[u8], _permits: Permits) -> Outcome {
         let webhook = self
             .ledger
             .shared()
@@ -527,6 +575,25 @@ fn failed_records(
         records.push(NewRecord::new(key, RecordBody::DeadParked { reason }));
     }
     records
+}
+
+/// How many due rows a re-drive pass looks at per free permit: rows of webhooks at their
+/// limit are skipped, so a pass looks past them, within bounds (a longer backlog of one
+/// saturated webhook can still hide due rows of others from a pass until it shrinks).
+const DUE_SCAN_FACTOR: usize = 8;
+
+/// What one re-drive pass did.
+struct Pass {
+    started: usize,
+    /// Due work was left for lack of permits: an outcome's commit will free one.
+    blocked: bool,
+}
+
+/// The concurrency permits one attempt holds from before its `attempted` is recorded until its
+/// outcome is known.
+struct Permits {
+    _global: OwnedSemaphorePermit,
+    _own: OwnedSemaphorePermit,
 }
 
 /// A failure decided here, without a request to the receiver.

@@ -441,3 +441,95 @@ fn check(
         receptions.iter().filter(|r| r.ok).count(),
     )
 }
+
+/// Regression: `attempted` was recorded for every due delivery, and the attempts then queued
+/// for the webhook's concurrency permit (16). A kill abandoned all of them, burning budget for
+/// requests that never left (in the long crash run, deliveries to the slow receiver ended
+/// dead-parked without one request). Now a delivery that must wait stays `pending`, and a kill
+/// abandons exactly the attempts that were on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_abandons_only_attempts_that_were_sent_not_those_waiting_for_a_permit() {
+    const EVENTS: usize = 40;
+    const PER_WEBHOOK: usize = 16; // EngineConfig::default().per_webhook
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("permits.duckdb");
+    let log = dir.path().join("serve-stderr.log");
+    let hanging: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = hanging.clone();
+    let app = Router::new().route(
+        "/hang",
+        post(move |headers: HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let id = headers.get("webhook-id").unwrap().to_str().unwrap();
+                seen.lock().unwrap().push(id.to_owned());
+                std::future::pending::<StatusCode>().await
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hang", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let env = [
+        ("HOOKLEDGER_EGRESS_ALLOW", "127.0.0.1"),
+        ("HOOKLEDGER_ATTEMPT_TIMEOUT", "10m"),
+    ];
+    let client = reqwest::Client::new();
+    let (db2, log2) = (db.clone(), log.clone());
+    let server = tokio::task::spawn_blocking(move || ServeChild::start(&db2, &env, &log2))
+        .await
+        .unwrap();
+    let webhook = register(&client, &server.base, &url).await;
+    for n in 0..EVENTS {
+        let (status, body) = post_json(
+            &client,
+            &format!("{}/v1/events", server.base),
+            &json!({ "event_type": "order.created", "payload": { "n": n } }),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hanging.lock().unwrap().len() < PER_WEBHOOK {
+        assert!(
+            Instant::now() < deadline,
+            "the first attempts never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, state) = get(&client, &format!("{}/v1/state", server.base)).await;
+    assert_eq!(
+        state["counts"]["in_attempt"], PER_WEBHOOK,
+        "{}",
+        state["counts"]
+    );
+    assert_eq!(
+        state["counts"]["pending"],
+        EVENTS - PER_WEBHOOK,
+        "{}",
+        state["counts"]
+    );
+    assert!(!server.kill().success());
+    assert_cli_verify(&db, "after the kill");
+
+    let (db2, log2) = (db.clone(), log.clone());
+    let server = tokio::task::spawn_blocking(move || ServeChild::start(&db2, &env, &log2))
+        .await
+        .unwrap();
+    let (_, failed) = get(
+        &client,
+        &format!(
+            "{}/v1/ledger?kind=failed&webhook_id={webhook}&limit=1000",
+            server.base
+        ),
+    )
+    .await;
+    let failed = failed["data"].as_array().unwrap();
+    assert_eq!(failed.len(), PER_WEBHOOK, "one abandoned per request sent");
+    assert!(failed.iter().all(|r| r["error_class"] == "abandoned"));
+    let sent: HashSet<String> = hanging.lock().unwrap().iter().cloned().collect();
+    for r in failed {
+        assert!(sent.contains(r["event_id"].as_str().unwrap()), "{r}");
+    }
+    assert_api_verify(&client, &server.base, "after the restart").await;
+}

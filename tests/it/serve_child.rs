@@ -151,7 +151,7 @@ pub async fn get(client: &reqwest::Client, url: &str) -> (u16, Value) {
         .unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
-pub async fn post(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
+pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
     call(client, reqwest::Method::POST, url, Some(body))
         .await
         .unwrap_or_else(|e| panic!("POST {url}: {e}"))
@@ -166,7 +166,7 @@ pub async fn assert_api_verify(client: &reqwest::Client, base: &str, when: &str)
 
 /// Registers a webhook for every event type; its id.
 pub async fn register(client: &reqwest::Client, base: &str, url: &str) -> String {
-    let (status, webhook) = post(
+    let (status, webhook) = post_json(
         client,
         &format!("{base}/v1/webhooks"),
         &serde_json::json!({ "url": url }),
