@@ -47,6 +47,12 @@ pub enum LedgerError {
     #[error("the commit failed and nothing of it was written: {0}")]
     CommitFailed(String),
 
+    /// The database could not be written (disk full, read-only or lost file, an I/O error):
+    /// nothing of the commit was acknowledged. The writer keeps trying, and reopens the
+    /// database if its connection broke; retry later.
+    #[error("storage unavailable, nothing was written: {reason}")]
+    StorageUnavailable { reason: String },
+
     #[error("the ledger writer has stopped")]
     WriterGone,
 

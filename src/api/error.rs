@@ -111,6 +111,9 @@ impl From<LedgerError> for ApiError {
             LedgerError::InvalidTransition { .. } | LedgerError::Invalid(_) => {
                 (StatusCode::CONFLICT, "conflict")
             }
+            LedgerError::StorageUnavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+            }
             LedgerError::CommitFailed(_) | LedgerError::WriterGone => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }

@@ -5,6 +5,11 @@
 //! no stored queue table is trusted. All appends go through the one writer thread
 //! ([`writer`]); reads use their own connection. Point-in-time state ([`Ledger::state_at`]) and
 //! [`Ledger::verify`] re-fold from the log with the same pure [`projection`] fold.
+//!
+//! When the disk fails (full, read-only, gone), commits fail with
+//! [`LedgerError::StorageUnavailable`] and nothing of them is applied; the writer reopens the
+//! database and folds it again if its connection broke (see [`writer`]), and
+//! [`Shared::storage_error`] says why while it lasts.
 
 pub mod chain;
 pub mod projection;
@@ -38,6 +43,11 @@ pub struct Shared {
     registry: RwLock<Registry>,
     /// The last committed seq, for whoever waits for new records (the re-drive scheduler).
     committed: watch::Sender<u64>,
+    /// The connection readers are cloned from. The writer replaces it when it reopens the
+    /// database after a storage failure (a std Mutex: held only to clone or swap).
+    reader: Mutex<DuckStore>,
+    /// Why the last commit could not be written, until one is (`/healthz` reports it).
+    storage_error: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -61,6 +71,49 @@ impl Shared {
         let seq = seq.unwrap_or_else(|| *self.committed.borrow());
         self.committed.send_replace(seq);
     }
+    /// Why the last commit could not be written to the database, while that is the case.
+    pub fn storage_error(&self) -> Option<String> {
+        self.storage_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+    fn set_storage_error(&self, error: Option<String>) {
+        *self.storage_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+    fn reader_slot(&self) -> std::sync::MutexGuard<'_, DuckStore> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a database file holds, folded: where the writer continues from.
+struct Loaded {
+    projection: Projection,
+    registry: Registry,
+    last_link: chain::Hash,
+    last_change_hash: chain::Hash,
+    last_event: (u64, chain::Hash),
+}
+
+impl Loaded {
+    fn from_store(store: &dyn Store) -> Result<Self> {
+        let projection = fold_records(store, u64::MAX)?;
+        let changes = store.changes()?;
+        let last_change_hash = changes.last().map_or_else(registry::genesis, |c| c.hash);
+        let registry = fold_changes(changes)?;
+        let last_link = store
+            .links()?
+            .last()
+            .map_or_else(chain::genesis, |l| l.hash);
+        let last_event = store.last_event()?.unwrap_or((0, chain::event_genesis()));
+        Ok(Self {
+            projection,
+            registry,
+            last_link,
+            last_change_hash,
+            last_event,
+        })
+    }
 }
 
 /// What the startup rebuild did.
@@ -76,7 +129,6 @@ pub struct Ledger {
     requests: Option<Sender<Request>>,
     writer: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
-    reader: Mutex<DuckStore>,
     rebuild: RebuildStats,
 }
 
@@ -86,34 +138,29 @@ impl Ledger {
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
         let store = DuckStore::open(path, OpenMode::ReadWrite)?;
         let started = Instant::now();
-        let projection = fold_records(&store, u64::MAX)?;
-        let changes = store.changes()?;
-        let last_change_hash = changes.last().map_or_else(registry::genesis, |c| c.hash);
-        let registry = fold_changes(changes)?;
+        let loaded = Loaded::from_store(&store)?;
         let rebuild = RebuildStats {
-            records: projection.last_seq(),
-            changes: registry.last_seq(),
+            records: loaded.projection.last_seq(),
+            changes: loaded.registry.last_seq(),
             elapsed: started.elapsed(),
         };
-        let last_link = store
-            .links()?
-            .last()
-            .map_or_else(chain::genesis, |l| l.hash);
-        let last_event = store.last_event()?.unwrap_or((0, chain::event_genesis()));
-        let reader = store.reader()?;
-        let (committed, _) = watch::channel(projection.last_seq());
+        let (committed, _) = watch::channel(loaded.projection.last_seq());
         let shared = Arc::new(Shared {
-            projection: RwLock::new(projection),
-            registry: RwLock::new(registry),
+            projection: RwLock::new(loaded.projection),
+            registry: RwLock::new(loaded.registry),
             committed,
+            reader: Mutex::new(store.reader()?),
+            storage_error: Mutex::new(None),
         });
         let writer = Writer {
             store: Box::new(store),
+            path: path.to_owned(),
+            reopen: None,
             shared: shared.clone(),
             clock,
-            last_link,
-            last_change_hash,
-            last_event,
+            last_link: loaded.last_link,
+            last_change_hash: loaded.last_change_hash,
+            last_event: loaded.last_event,
         };
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -124,7 +171,6 @@ impl Ledger {
             requests: Some(tx),
             writer: Some(handle),
             shared,
-            reader: Mutex::new(reader),
             rebuild,
         })
     }
@@ -168,10 +214,7 @@ impl Ledger {
 
     /// A read connection (clones are cheap: same database, own transaction context).
     pub fn reader(&self) -> Result<DuckStore> {
-        self.reader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .reader()
+        self.shared.reader_slot().reader()
     }
 
     /// The queue as it was right after record `seq`.

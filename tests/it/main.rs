@@ -13,6 +13,7 @@ mod scenarios;
 mod sender;
 mod serve;
 mod serve_child;
+mod storage_failure;
 mod store_conformance;
 mod tamper;
 mod writer;

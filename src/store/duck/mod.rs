@@ -127,7 +127,7 @@ impl DuckStore {
         Ok(v.unwrap_or(0))
     }
 
-    fn append_records(&self, records: &[StoredRecord]) -> Result<()> {
+    fn append_records(&self, records: &[StoredRecord]) -> duckdb::Result<()> {
         let mut app = self.conn.appender("webhook_deliveries")?;
         for r in records {
             app.append_row(params![
@@ -171,7 +171,7 @@ impl DuckStore {
         Ok(())
     }
 
-    fn append_changes(&self, changes: &[StoredChange]) -> Result<()> {
+    fn append_changes(&self, changes: &[StoredChange]) -> duckdb::Result<()> {
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO webhook_changes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )?;
@@ -195,7 +195,7 @@ impl DuckStore {
         Ok(())
     }
 
-    fn append_events(&self, events: &[StoredEvent]) -> Result<()> {
+    fn append_events(&self, events: &[StoredEvent]) -> duckdb::Result<()> {
         let mut app = self.conn.appender("events")?;
         for e in events {
             app.append_row(params![
@@ -248,11 +248,33 @@ fn open_error(e: duckdb::Error, path: &Path) -> LedgerError {
     }
 }
 
-impl Store for DuckStore {
-    fn commit(&mut self, batch: &CommitBatch) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
+/// What DuckDB says when it cannot write the file (the WAL on commit, or blocks at a
+/// checkpoint), or has given up on the database after such a failure.
+const STORAGE_FAILURES: &[&str] = &[
+    "Failed to commit",
+    "Could not write",
+    "IO Error",
+    "No space left on device",
+    "File too large",
+    "Read-only file system",
+    "Permission denied",
+    "Disk quota exceeded",
+    "has been invalidated",
+];
+
+/// A commit error as the writer can act on it: a storage failure (retry later, maybe reopen)
+/// or anything else.
+fn commit_error(e: duckdb::Error) -> LedgerError {
+    let message = e.to_string();
+    if STORAGE_FAILURES.iter().any(|m| message.contains(m)) {
+        LedgerError::StorageUnavailable { reason: message }
+    } else {
+        LedgerError::Db(e)
+    }
+}
+
+impl DuckStore {
+    fn commit_batch(&self, batch: &CommitBatch) -> duckdb::Result<()> {
         let tx = self.conn.unchecked_transaction()?;
         self.append_events(&batch.events)?;
         self.append_records(&batch.records)?;
@@ -274,8 +296,16 @@ impl Store for DuckStore {
                 params![name, value],
             )?;
         }
-        tx.commit()?;
-        Ok(())
+        tx.commit()
+    }
+}
+
+impl Store for DuckStore {
+    fn commit(&mut self, batch: &CommitBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.commit_batch(batch).map_err(commit_error)
     }
 
     fn scan_records(
