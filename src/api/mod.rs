@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use subtle::ConstantTimeEq;
@@ -57,10 +57,20 @@ pub fn router(state: AppState, max_payload: usize) -> Router {
         .route("/verify", get(routes::verify))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health))
         .nest("/v1", v1)
         .layer(DefaultBodyLimit::max(max_payload))
         .with_state(state)
+}
+
+/// `ok`, or 503 `storage_unavailable` with the reason while the database cannot be written.
+async fn health(State(state): State<AppState>) -> Response {
+    match state.engine.ledger().shared().storage_error() {
+        None => "ok".into_response(),
+        Some(reason) => {
+            ApiError::from(crate::LedgerError::StorageUnavailable { reason }).into_response()
+        }
+    }
 }
 
 async fn require_token(

@@ -15,8 +15,13 @@
 //!   the webhook is no longer active): no error can stall a delivery.
 //! - Re-drive reads the due index, never the log; it wakes at the earliest due time or when a
 //!   commit lands.
+//! - While the disk fails ([`LedgerError::StorageUnavailable`]), an attempt's outcome is kept
+//!   and its commit retried with a growing delay, so the delivery does not stay `in_attempt`
+//!   once the disk is back (at shutdown the retries stop and the next start records the
+//!   attempt as abandoned); a failing re-drive pass backs off the same way instead of spinning.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,6 +87,8 @@ pub struct Engine {
     running: watch::Sender<usize>,
     /// Wakes the re-drive loop early (for example after the clock was moved).
     wake: Notify,
+    /// Set when the re-drive loop stops: outcome commits that fail are no longer retried.
+    stopping: AtomicBool,
 }
 
 impl Engine {
@@ -100,6 +107,7 @@ impl Engine {
             per_webhook: Mutex::new(HashMap::new()),
             running: watch::Sender::new(0),
             wake: Notify::new(),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -295,12 +303,13 @@ impl Engine {
     /// commit lands, whichever is first. Then waits for attempts in flight to be recorded.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut committed = self.ledger.shared().subscribe();
+        let mut backoff = Backoff::new();
         while !*shutdown.borrow() {
-            let saturated = match self.redrive_pass().await {
-                Ok(pass) => pass.blocked,
+            let (saturated, failed) = match self.redrive_pass().await {
+                Ok(pass) => (pass.blocked, false),
                 Err(e) => {
                     tracing::error!(error = %e, "re-drive pass failed");
-                    false
+                    (false, true)
                 }
             };
             let next = self.ledger.shared().read_projection().next_due();
@@ -313,7 +322,12 @@ impl Engine {
                 }
                 _ => Duration::from_secs(3600),
             };
-            let wait = wait.max(Duration::from_millis(1));
+            let wait = if failed {
+                wait.max(backoff.next())
+            } else {
+                backoff = Backoff::new();
+                wait.max(Duration::from_millis(1))
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = committed.changed() => {}
@@ -321,6 +335,7 @@ impl Engine {
                 _ = self.wake.notified() => {}
             }
         }
+        self.stopping.store(true, Ordering::Relaxed);
         self.drain().await;
     }
 
@@ -395,13 +410,26 @@ impl Engine {
     async fn record(&self, key: DeliveryKey, attempt: u16, outcome: Outcome) {
         let active = self.webhook_active(key.webhook_id);
         let records = self.outcome_records(key, attempt, outcome, self.clock.now(), active);
-        let commit = Commit {
-            records,
-            ..Commit::default()
-        };
-        if let Err(e) = self.ledger.commit(commit).await {
-            // The delivery stays in_attempt in the log; a restart records it as abandoned.
-            tracing::error!(delivery = %key, error = %e, "could not record an attempt's outcome");
+        let mut backoff = Backoff::new();
+        loop {
+            let commit = Commit {
+                records: records.clone(),
+                ..Commit::default()
+            };
+            match self.ledger.commit(commit).await {
+                Ok(_) => return,
+                Err(e @ LedgerError::StorageUnavailable { .. })
+                    if !self.stopping.load(Ordering::Relaxed) =>
+                {
+                    tracing::warn!(delivery = %key, error = %e, "could not record an attempt's outcome; retrying");
+                    tokio::time::sleep(backoff.next()).await;
+                }
+                Err(e) => {
+                    // The delivery stays in_attempt in the log; a restart records it as abandoned.
+                    tracing::error!(delivery = %key, error = %e, "could not record an attempt's outcome");
+                    return;
+                }
+            }
         }
     }
 
@@ -581,6 +609,20 @@ fn failed_records(
 /// limit are skipped, so a pass looks past them, within bounds (a longer backlog of one
 /// saturated webhook can still hide due rows of others from a pass until it shrinks).
 const DUE_SCAN_FACTOR: usize = 8;
+
+/// The growing wait between retries of a commit the disk refused: 50 ms doubling to 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(50))
+    }
+    fn next(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        wait
+    }
+}
 
 /// What one re-drive pass did.
 struct Pass {

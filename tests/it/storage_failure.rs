@@ -12,14 +12,26 @@
 //!   fail too, which invalidates the database instance; the writer reopens the file and
 //!   continues without a restart.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
 use hookledger::clock::SystemClock;
 use hookledger::ledger::Ledger;
 use hookledger::store::duck::{DuckStore, OpenMode};
 use hookledger::LedgerError;
+use serde_json::{json, Value};
 
 use crate::common::*;
+use crate::serve_child::*;
+
+/// The bound on waiting for the server to take publishes again, or to drain.
+const RECOVERY_BOUND: Duration = Duration::from_secs(60);
 
 #[test]
 fn an_invalidated_database_is_reopened_and_folded_again_without_a_restart() {
@@ -59,4 +71,284 @@ fn an_invalidated_database_is_reopened_and_folded_again_without_a_restart() {
     let store = DuckStore::open(&db, OpenMode::ReadOnly).unwrap();
     let verdict = hookledger::ledger::verify::verify(&store, None).unwrap();
     assert!(verdict.ok(), "{verdict}");
+}
+
+/// How the disk is made to fail under the running server.
+enum Fault {
+    /// Fill the tmpfs the database lives on with a filler file; delete it to recover.
+    FillTmpfs { filler: PathBuf },
+    /// Lower the server's file-size limit to the WAL's current size; raise it to recover.
+    FileSizeLimit { pid: i32 },
+}
+
+impl Fault {
+    fn inject(&self, db: &Path) {
+        match self {
+            Fault::FillTmpfs { filler } => {
+                let mut f = std::fs::File::create(filler).unwrap();
+                for chunk in [64 * 1024, 4096, 512] {
+                    let buf = vec![0u8; chunk];
+                    while f.write_all(&buf).is_ok() {}
+                }
+                let _ = f.sync_all();
+            }
+            Fault::FileSizeLimit { pid } => {
+                let wal = db.with_extension("duckdb.wal");
+                let size = std::fs::metadata(wal).map_or(0, |m| m.len());
+                set_file_size_limit(*pid, size.max(1));
+            }
+        }
+    }
+
+    fn clear(&self) {
+        match self {
+            Fault::FillTmpfs { filler } => std::fs::remove_file(filler).unwrap(),
+            Fault::FileSizeLimit { pid } => set_file_size_limit(*pid, libc::RLIM_INFINITY),
+        }
+    }
+}
+
+/// `prlimit(pid, RLIMIT_FSIZE)`: the soft limit only, so that it can be raised again.
+fn set_file_size_limit(pid: i32, bytes: libc::rlim_t) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` at `dir`, or says why it cannot.
+    fn mount(dir: &Path, size: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Self(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// A receiver that takes 300 ms to answer 200, so that attempts are in flight when the disk
+/// fails and their outcomes must wait for it.
+async fn slow_receiver() -> (String, Seen) {
+    let seen = Seen::default();
+    let log = seen.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap| {
+            let log = log.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let id = headers.get("webhook-id").unwrap().to_str().unwrap();
+                log.lock().unwrap().push(id.to_owned());
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+async fn publish(client: &reqwest::Client, base: &str) -> (String, u16, Value) {
+    let id = uuid::Uuid::new_v4().to_string();
+    let body = json!({ "event_id": id, "event_type": "order.created", "payload": { "id": id } });
+    let (status, answer) = post_json(client, &format!("{base}/v1/events"), &body).await;
+    (id, status, answer)
+}
+
+const SERVE_ENV: [(&str, &str); 3] = [
+    ("HOOKLEDGER_EGRESS_ALLOW", "127.0.0.1"),
+    ("HOOKLEDGER_RETRY_SCHEDULE", "100ms,200ms,400ms"),
+    ("HOOKLEDGER_ATTEMPT_TIMEOUT", "5s"),
+];
+
+/// The scenario both faults run: see the module doc.
+async fn disk_fails_under_serve(db: &Path, log: &Path, make_fault: impl FnOnce(i32) -> Fault) {
+    let client = reqwest::Client::new();
+    let (url, seen) = slow_receiver().await;
+    let (db2, log2) = (db.to_owned(), log.to_owned());
+    let server = tokio::task::spawn_blocking(move || ServeChild::start(&db2, &SERVE_ENV, &log2))
+        .await
+        .unwrap();
+    let base = server.base.clone();
+    register(&client, &base, &url).await;
+    let mut acked = HashSet::new();
+    for _ in 0..5 {
+        let (id, status, answer) = publish(&client, &base).await;
+        assert_eq!(status, 202, "{answer}");
+        acked.insert(id);
+    }
+
+    // The disk fails while those five are being delivered.
+    let fault = make_fault(server.pid());
+    fault.inject(db);
+    let mut refused = HashSet::new();
+    let mut unhealthy = false;
+    for _ in 0..200 {
+        let (id, status, answer) = publish(&client, &base).await;
+        match status {
+            // Small commits may still fit in the last page the file already has.
+            202 => assert!(acked.insert(id)),
+            503 => {
+                assert_eq!(answer["error"]["code"], "storage_unavailable", "{answer}");
+                let message = answer["error"]["message"].as_str().unwrap();
+                assert!(message.starts_with("storage unavailable"), "{message}");
+                refused.insert(id);
+                let health = call(
+                    &client,
+                    reqwest::Method::GET,
+                    &format!("{base}/healthz"),
+                    None,
+                )
+                .await
+                .unwrap();
+                unhealthy |= health.0 == 503;
+                if refused.len() >= 5 {
+                    break;
+                }
+            }
+            other => panic!("publish answered {other} while the disk failed: {answer}"),
+        }
+    }
+    assert!(refused.len() >= 5, "the full disk never refused a publish");
+    assert!(unhealthy, "/healthz never reported the storage failure");
+
+    // Keep the disk failing until the first five were answered, so that their outcomes must
+    // wait for it (the receiver records after its delay; the commit follows within moments).
+    let deadline = Instant::now() + RECOVERY_BOUND;
+    while seen.lock().unwrap().len() < 5 {
+        assert!(Instant::now() < deadline, "the first five never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, state) = get(&client, &format!("{base}/v1/state")).await;
+    assert_eq!(state["counts"]["delivered"], 0, "{}", state["counts"]);
+
+    // Space is back: the same process takes publishes again and delivers what waited.
+    fault.clear();
+    let deadline = Instant::now() + RECOVERY_BOUND;
+    loop {
+        let (id, status, answer) = publish(&client, &base).await;
+        if status == 202 {
+            acked.insert(id);
+            break;
+        }
+        assert_eq!(status, 503, "{answer}");
+        refused.insert(id);
+        assert!(
+            Instant::now() < deadline,
+            "publishes never recovered: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..5 {
+        let (id, status, answer) = publish(&client, &base).await;
+        assert_eq!(status, 202, "{answer}");
+        acked.insert(id);
+    }
+    let deadline = Instant::now() + RECOVERY_BOUND;
+    loop {
+        let (_, state) = get(&client, &format!("{base}/v1/state")).await;
+        let counts = &state["counts"];
+        if counts["pending"] == 0 && counts["in_attempt"] == 0 {
+            assert_eq!(counts["delivered"], acked.len(), "{counts}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the queue did not drain: {counts}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let health = call(
+        &client,
+        reqwest::Method::GET,
+        &format!("{base}/healthz"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(health.0, 200, "{:?}", health.1);
+    assert_api_verify(&client, &base, "after the disk came back").await;
+    let status = tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert_cli_verify(db, "after the stop");
+
+    let store = DuckStore::open(db, OpenMode::ReadOnly).unwrap();
+    let stored: HashSet<String> = store
+        .connection()
+        .prepare("SELECT event_id::VARCHAR FROM events")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(stored, acked, "exactly the acknowledged events are stored");
+    let delivered: HashSet<String> = seen.lock().unwrap().iter().cloned().collect();
+    assert_eq!(
+        delivered, acked,
+        "every acknowledged event reached the receiver"
+    );
+    eprintln!(
+        "storage failure: {} publishes acknowledged, {} refused with 503 while the disk failed",
+        acked.len(),
+        refused.len()
+    );
+}
+
+/// Root only (tmpfs): see the module doc for what happens elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_publishes_with_503_and_the_process_recovers_when_space_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let _tmpfs = match Tmpfs::mount(&mnt, "8m") {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED: a_full_disk_refuses_publishes...: cannot mount a tmpfs ({why}); \
+                 the file-size-limit variant of this scenario still runs"
+            );
+            return;
+        }
+    };
+    let db = mnt.join("full.duckdb");
+    let log = dir.path().join("serve-stderr.log");
+    let filler = mnt.join("filler");
+    disk_fails_under_serve(&db, &log, |_| Fault::FillTmpfs { filler }).await;
+}
+
+/// The same scenario for any user: the server's file-size limit stands in for the full disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_cannot_grow_refuses_publishes_with_503_and_recovers_when_it_can() {
+    // Writes past the limit then fail with EFBIG instead of killing the server with SIGXFSZ
+    // (an ignored signal stays ignored in the child across exec).
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("limited.duckdb");
+    let log = dir.path().join("serve-stderr.log");
+    disk_fails_under_serve(&db, &log, |pid| Fault::FileSizeLimit { pid }).await;
 }
