@@ -382,7 +382,7 @@ fn check(
             KINDS[*kind]
         );
     }
-    let (mut dead, mut duplicates, mut abandoned) = (0, 0, [0; 3]);
+    let (mut dead, mut duplicates, mut abandoned) = ([0; 3], 0, [0; 3]);
     for ((w, e), t) in &trails {
         let kind = webhooks.iter().position(|x| x == w).unwrap();
         let (requests, oks) = seen.get(&(kind, *e)).copied().unwrap_or_default();
@@ -394,7 +394,7 @@ fn check(
                 KINDS[kind]
             ),
             "dead_parked" => {
-                dead += 1;
+                dead[kind] += 1;
                 assert!(
                     t.failed >= 1 && t.failed == t.attempted,
                     "{w}/{e} is dead without its failures: {:?}",
@@ -433,7 +433,8 @@ fn check(
     format!(
         "{} events acknowledged, {} cut off ({unknown_stored} of them stored whole, the rest \
          absent); {} records, {} receptions ({} answered 2xx), attempts abandoned by a kill \
-         {abandoned:?} (healthy, flaky, slow), {duplicates} duplicate 2xx deliveries (all explained), {dead} dead-parked",
+         {abandoned:?} (healthy, flaky, slow), {duplicates} duplicate 2xx deliveries (all \
+         explained), dead-parked {dead:?}",
         published.acked.len(),
         published.unknown.len(),
         ledger.records.len(),
