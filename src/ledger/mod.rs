@@ -8,12 +8,13 @@
 //!
 //! When the disk fails (full, read-only, gone), commits fail with
 //! [`LedgerError::StorageUnavailable`] and nothing of them is applied; the writer reopens the
-//! database and folds it again if its connection broke (see [`writer`]), and
+//! database and folds it again if its connection broke (`reopen.rs`), and
 //! [`Shared::storage_error`] says why while it lasts.
 
 pub mod chain;
 pub mod projection;
 pub mod record;
+mod reopen;
 pub mod stored;
 pub mod verify;
 pub mod view;

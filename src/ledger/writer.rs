@@ -7,41 +7,25 @@
 //! commits, applies the records to the in-memory projection in seq order, and only then
 //! answers each caller with its seqs.
 //!
-//! # When the disk fails
-//! A commit that cannot be written (disk full, read-only or vanished file, I/O error) is
-//! answered [`LedgerError::StorageUnavailable`] to every caller of the batch, and nothing of it
-//! is applied: the projection, the chain heads and the seqs stay where the last durable commit
-//! left them, so the next batch reuses the seqs and links the failed one would have taken.
-//! DuckDB rolls a failed commit back and its connection stays usable, so the next batch simply
-//! tries again: the writer recovers as soon as the disk does, without a restart.
-//!
-//! DuckDB can also give up on a database (when rolling a failed commit back fails too, it
-//! answers "database has been invalidated" from then on), and a commit reported as failed
-//! might still have landed. So after every failed commit the writer checks that the store
-//! still answers and holds exactly what the in-memory state says (last seq, last event, number
-//! of registry changes). If not, it reopens the file, on the next batch and then with a growing
-//! delay (100 ms up to 5 s) while that fails, replaces the shared read connection, and folds
-//! the state again from the file, the source of truth. Until then every commit is refused with
-//! `StorageUnavailable`. A delivery whose `attempted` landed in a commit reported as failed stays
-//! `in_attempt` until the next start records it as abandoned.
+//! A commit the disk refuses is answered `StorageUnavailable` and leaves no trace in memory;
+//! `reopen.rs` covers how the writer carries on after one.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::chain::{batch_hash, event_link, BatchLink, Hash};
 use super::projection::Staging;
 use super::record::{to_micros, NewRecord, Record, RecordBody, Timestamp};
+use super::reopen::Reopen;
 use super::stored::StoredRecord;
-use super::{Loaded, Shared};
+use super::Shared;
 use crate::clock::Clock;
 use crate::error::{LedgerError, Result};
 use crate::ids::{DeliveryKey, EventId, WebhookId};
 use crate::registry::{Change, ChangeRecord, Registry, StoredChange};
-use crate::store::duck::{DuckStore, OpenMode};
 use crate::store::{CommitBatch, Store, StoredEvent};
 
 /// How many commits one transaction takes at most.
@@ -90,16 +74,6 @@ struct Staged {
     parked: Vec<DeliveryKey>,
 }
 
-/// The first and the longest wait between attempts to reopen a database that broke.
-const REOPEN_DELAY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
-
-/// A database to reopen before the next commit.
-pub(crate) struct Reopen {
-    at: Instant,
-    delay: Duration,
-    reason: String,
-}
-
 pub(crate) struct Writer {
     pub store: Box<dyn Store>,
     /// The database file, to reopen after a storage failure broke the connection.
@@ -130,7 +104,7 @@ impl Writer {
 
     fn process(&mut self, requests: Vec<Request>) {
         if let Err(reason) = self.ensure_open() {
-            refuse(requests, &reason);
+            super::reopen::refuse(requests, &reason);
             return;
         }
         let now = self.now();
@@ -183,76 +157,6 @@ impl Writer {
             };
             let _ = s.request.reply.send(Ok(receipt));
         }
-    }
-
-    /// After a failed commit: schedules a reopen unless the store still answers and holds
-    /// exactly what the in-memory state says (a commit reported failed may have landed).
-    fn check_store(&mut self, failure: &str) {
-        let (seq, changes) = {
-            let projection = self.shared.read_projection();
-            (
-                projection.last_seq(),
-                self.shared.read_registry().last_seq(),
-            )
-        };
-        let last_event = (self.last_event.0 > 0).then_some(self.last_event);
-        let matches = self.store.last_seq().ok() == Some(seq)
-            && self.store.last_event().ok() == Some(last_event)
-            && self.store.changes().ok().map(|c| c.len() as u64) == Some(changes);
-        if !matches && self.reopen.is_none() {
-            tracing::error!("the database connection broke or disagrees with the state; reopening");
-            self.reopen = Some(Reopen {
-                at: Instant::now(),
-                delay: REOPEN_DELAY.0,
-                reason: failure.to_owned(),
-            });
-        }
-    }
-
-    /// Reopens the database if a failure asked for it (when its delay has passed); the reason
-    /// to refuse the batch otherwise.
-    fn ensure_open(&mut self) -> std::result::Result<(), String> {
-        let Some(reopen) = &mut self.reopen else {
-            return Ok(());
-        };
-        if Instant::now() < reopen.at {
-            return Err(format!(
-                "the database is being reopened after: {}",
-                reopen.reason
-            ));
-        }
-        match reopen_store(&self.path) {
-            Ok((store, loaded)) => {
-                self.install(store, loaded);
-                self.reopen = None;
-                tracing::info!("the database was reopened and its state folded again");
-                Ok(())
-            }
-            Err(e) => {
-                reopen.at = Instant::now() + reopen.delay;
-                reopen.delay = (reopen.delay * 2).min(REOPEN_DELAY.1);
-                let reason = format!("cannot reopen the database: {e}");
-                self.shared.set_storage_error(Some(reason.clone()));
-                Err(reason)
-            }
-        }
-    }
-
-    /// Continues from a freshly opened store: its read connection and its folded state replace
-    /// the old ones (the old connections close as they are dropped).
-    fn install(&mut self, store: DuckStore, loaded: Loaded) {
-        if let Ok(reader) = store.reader() {
-            *self.shared.reader_slot() = reader;
-        }
-        let seq = loaded.projection.last_seq();
-        *self.shared.write_projection() = loaded.projection;
-        *self.shared.write_registry() = loaded.registry;
-        self.last_link = loaded.last_link;
-        self.last_change_hash = loaded.last_change_hash;
-        self.last_event = loaded.last_event;
-        self.store = Box::new(store);
-        self.shared.set_storage_error(None);
-        self.shared.notify(Some(seq));
     }
 
     /// The batch's timestamp: the clock, truncated to microseconds, never before the last one.
@@ -367,21 +271,6 @@ impl Writer {
             }
         }
         self.shared.notify(records.last().map(|r| r.seq));
-    }
-}
-
-fn reopen_store(path: &std::path::Path) -> Result<(DuckStore, Loaded)> {
-    let store = DuckStore::open(path, OpenMode::ReadWrite)?;
-    let loaded = Loaded::from_store(&store)?;
-    Ok((store, loaded))
-}
-
-/// Answers every request of a batch that cannot be committed now.
-fn refuse(requests: Vec<Request>, reason: &str) {
-    for r in requests {
-        let _ = r.reply.send(Err(LedgerError::StorageUnavailable {
-            reason: reason.to_owned(),
-        }));
     }
 }
 
