@@ -26,6 +26,7 @@ use crate::ledger::projection::Live;
 use crate::ledger::record::{ErrorClass, Failure, NewRecord, RecordBody, Terminal, Timestamp};
 use crate::ledger::writer::{Commit, NewEvent};
 use crate::ledger::Ledger;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// How the engine paces and retries.
@@ -56,6 +57,16 @@ pub struct Publish {
     pub payload: serde_json::Value,
 }
 
+/// The event type of [`Engine::test_delivery`].
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
+
+/// The answer to a test delivery: its event and the outcome records it appended.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TestDelivery {
+    pub event_id: EventId,
+    pub records: Vec<RecordBody>,
+}
+
 /// The answer to a publish.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Published {
@@ -77,6 +88,8 @@ pub struct Engine {
     running: watch::Sender<usize>,
     /// Wakes the re-drive loop early (for example after the clock was moved).
     wake: Notify,
+    /// Attempt outcomes and latencies, for `/metrics`.
+    metrics: Metrics,
 }
 
 impl Engine {
@@ -95,11 +108,16 @@ impl Engine {
             per_webhook: Mutex::new(HashMap::new()),
             running: watch::Sender::new(0),
             wake: Notify::new(),
+            metrics: Metrics::new(),
         })
     }
 
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Stores the event and enqueues one delivery per matching active webhook, with its first
@@ -115,21 +133,7 @@ impl Engine {
             .matching(&req.event_type)
             .map(|w| w.id)
             .collect();
-        let mut records = Vec::with_capacity(webhooks.len() * 2);
-        for w in &webhooks {
-            let key = DeliveryKey::new(*w, req.event_id);
-            records.push(NewRecord::new(key, RecordBody::Enqueued { due_at: now }));
-            records.push(NewRecord::new(key, RecordBody::Attempted { attempt: 1 }));
-        }
-        let commit = Commit {
-            events: vec![NewEvent {
-                event_id: req.event_id,
-                event_type: req.event_type.clone(),
-                body: body.clone(),
-            }],
-            records,
-            ..Commit::default()
-        };
+        let commit = enqueue_commit(req.event_id, &req.event_type, &body, &webhooks, now);
         match self.ledger.commit(commit).await {
             Ok(_) => {}
             Err(LedgerError::EventExists {
@@ -157,6 +161,34 @@ impl Engine {
             deliveries,
             duplicate: true,
         })
+    }
+
+    /// Sends one signed test event (`webhook.test`) to `webhook` whatever its filter, recorded
+    /// like any delivery (event, `enqueued`, `attempted`, outcome), and waits for the attempt:
+    /// answers the event id and the outcome records. A failed test is retried on the schedule
+    /// like any other delivery.
+    pub async fn test_delivery(self: &Arc<Self>, webhook: WebhookId) -> Result<TestDelivery> {
+        if !self.webhook_active(webhook) {
+            return Err(LedgerError::Invalid(format!(
+                "webhook {webhook} is not active"
+            )));
+        }
+        let now = self.clock.now();
+        let event_id = EventId::new();
+        let payload = serde_json::json!({
+            "type": TEST_EVENT_TYPE,
+            "webhook_id": webhook,
+            "sent_at": now,
+        });
+        let body = payload.to_string().into_bytes();
+        let commit = enqueue_commit(event_id, TEST_EVENT_TYPE, &body, &[webhook], now);
+        self.ledger.commit(commit).await?;
+        let key = DeliveryKey::new(webhook, event_id);
+        self.running.send_modify(|n| *n += 1);
+        let outcome = self.send(key, &body).await;
+        let records = self.record(key, 1, outcome).await;
+        self.running.send_modify(|n| *n -= 1);
+        Ok(TestDelivery { event_id, records })
     }
 
     /// One re-drive pass: takes the deliveries due now (as many as may run), records their
@@ -344,9 +376,12 @@ impl Engine {
         self.sender.send(&a, now).await
     }
 
-    async fn record(&self, key: DeliveryKey, attempt: u16, outcome: Outcome) {
+    /// Commits an attempt's outcome records and answers them.
+    async fn record(&self, key: DeliveryKey, attempt: u16, outcome: Outcome) -> Vec<RecordBody> {
+        self.metrics.observe(&outcome);
         let active = self.webhook_active(key.webhook_id);
         let records = self.outcome_records(key, attempt, outcome, self.clock.now(), active);
+        let bodies = records.iter().map(|r| r.body.clone()).collect();
         let commit = Commit {
             records,
             ..Commit::default()
@@ -355,6 +390,7 @@ impl Engine {
             // The delivery stays in_attempt in the log; a restart records it as abandoned.
             tracing::error!(delivery = %key, error = %e, "could not record an attempt's outcome");
         }
+        bodies
     }
 
     fn webhook_active(&self, id: WebhookId) -> bool {
@@ -406,7 +442,7 @@ impl Engine {
                     "delivery {key} is still pending or in an attempt"
                 )))
             }
-            None => return Err(LedgerError::Invalid(format!("no delivery {key}"))),
+            None => return Err(LedgerError::UnknownDelivery(key)),
         };
         let body = RecordBody::Requeued {
             from,
@@ -538,6 +574,31 @@ fn local_failure(class: ErrorClass, error: &str) -> Outcome {
         duration_ms: 0,
         retry_after: None,
         response_body: None,
+    }
+}
+
+/// The event, and per webhook its `enqueued` and first `attempted` record: one commit.
+fn enqueue_commit(
+    event_id: EventId,
+    event_type: &str,
+    body: &[u8],
+    webhooks: &[WebhookId],
+    now: Timestamp,
+) -> Commit {
+    let mut records = Vec::with_capacity(webhooks.len() * 2);
+    for w in webhooks {
+        let key = DeliveryKey::new(*w, event_id);
+        records.push(NewRecord::new(key, RecordBody::Enqueued { due_at: now }));
+        records.push(NewRecord::new(key, RecordBody::Attempted { attempt: 1 }));
+    }
+    Commit {
+        events: vec![NewEvent {
+            event_id,
+            event_type: event_type.to_owned(),
+            body: body.to_vec(),
+        }],
+        records,
+        ..Commit::default()
     }
 }
 
