@@ -11,6 +11,7 @@ mod ledger_props;
 mod scenarios;
 mod sender;
 mod serve;
+mod serve_queries;
 mod store_conformance;
 mod tamper;
 mod writer;
