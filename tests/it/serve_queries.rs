@@ -347,3 +347,46 @@ async fn a_name_resolving_to_an_internal_address_is_refused_at_registration() {
     .await;
     assert_eq!(status, 201, "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_requeues_the_parked_deliveries_of_the_window_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("recover.duckdb"),
+        &[
+            ("HOOKLEDGER_EGRESS_ALLOW", "127.0.0.1"),
+            ("HOOKLEDGER_RETRY_SCHEDULE", "1h"),
+        ],
+    );
+    let base = server.base.clone();
+    let failing = register(&base, &answering(500).await).await;
+    for n in 1..=3 {
+        publish(&base, n).await;
+    }
+    settled(&base).await;
+    let webhook = format!("{base}/v1/webhooks/{failing}");
+    let (_, deleted) = call(reqwest::Method::DELETE, &webhook, Some(TOKEN), None).await;
+    assert_eq!(deleted["parked"], 3, "{deleted}");
+    let (status, _) = call(
+        reqwest::Method::PATCH,
+        &webhook,
+        Some(TOKEN),
+        Some(json!({ "active": true })),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let recover = format!("{webhook}/recover");
+    let (_, none) = post_json(
+        &recover,
+        json!({ "since": "2020-01-01T00:00:00Z", "until": "2020-01-02T00:00:00Z" }),
+    )
+    .await;
+    assert_eq!(none["requeued"], 0, "nothing parked in that window");
+    let (status, answer) = post_json(&recover, json!({ "since": "2020-01-01T00:00:00Z" })).await;
+    assert_eq!((status, &answer["requeued"]), (200, &json!(3)), "{answer}");
+    let (_, again) = post_json(&recover, json!({ "since": "2020-01-01T00:00:00Z" })).await;
+    assert_eq!(again["requeued"], 0, "requeued deliveries are live again");
+    let (_, list) = get(&format!("{base}/v1/deliveries?state=parked")).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
+}
