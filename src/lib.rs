@@ -17,7 +17,8 @@
 //! - [`delivery`]: what talks to receivers: signing, backoff, the URL guard, the HTTP sender
 //!   and the engine (publish, attempts, re-drive, park, recover).
 //! - [`config`]: delivery settings from `HOOKLEDGER_*` variables.
-//! - [`api`]: the HTTP API; [`serve`]: the process that runs it with the engine.
+//! - [`api`]: the HTTP API; [`metrics`]: its Prometheus figures; [`serve`]: the process that
+//!   runs it with the engine.
 //! - [`cli`]: the `hookledger` command; [`bench`]: its benchmark scenarios.
 
 pub mod api;
@@ -29,6 +30,7 @@ pub mod delivery;
 pub mod error;
 pub mod ids;
 pub mod ledger;
+pub mod metrics;
 pub mod registry;
 pub mod serve;
 pub mod store;

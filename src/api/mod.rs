@@ -1,5 +1,5 @@
 //! The HTTP API (axum): routes under `/v1` need `Authorization: Bearer <token>`, compared in
-//! constant time; `/healthz` does not. Handlers validate input at the boundary and answer
+//! constant time; `/healthz` and `/metrics` (counts only: no ids, URLs or secrets) do not. Handlers validate input at the boundary and answer
 //! errors as `{"error": {"code", "message", "field"}}` (see [`error`]). Nothing is written for
 //! a refused request.
 
@@ -46,6 +46,8 @@ pub fn router(state: AppState, max_payload: usize) -> Router {
         )
         .route("/webhooks/{id}/rotate-secret", post(routes::rotate_secret))
         .route("/webhooks/{id}/recover", post(routes::recover))
+        .route("/webhooks/{id}/test", post(routes::test_webhook))
+        .route("/deliveries", get(routes::list_deliveries))
         .route(
             "/deliveries/{webhook_id}/{event_id}/redeliver",
             post(routes::redeliver),
@@ -58,6 +60,7 @@ pub fn router(state: AppState, max_payload: usize) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(health))
+        .route("/metrics", get(routes::metrics))
         .nest("/v1", v1)
         .layer(DefaultBodyLimit::max(max_payload))
         .with_state(state)

@@ -4,6 +4,7 @@
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -11,11 +12,11 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::AppState;
 use crate::delivery::engine::Publish;
+use crate::delivery::guard::SystemLookup;
 use crate::delivery::signing::Secret;
 use crate::ids::{DeliveryKey, EventId, WebhookId};
-use crate::ledger::projection::Live;
-use crate::ledger::record::{RecordKind, Timestamp};
-use crate::ledger::view::QueueView;
+use crate::ledger::record::{RecordBody, RecordKind, Timestamp};
+use crate::ledger::view::{DeliveryFilter, DeliveryState, QueueView};
 use crate::ledger::writer::Commit;
 use crate::registry::{Change, Webhook};
 use crate::store::Store;
@@ -44,13 +45,15 @@ pub fn valid_event_type(t: &str) -> bool {
         })
 }
 
-fn check_url(state: &AppState, url: &str) -> ApiResult<()> {
+/// A webhook URL: http(s) with a host, not internal unless allowlisted, whether written as
+/// an address or a name that resolves to one now.
+async fn check_url(state: &AppState, url: &str) -> ApiResult<()> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| ApiError::invalid("url", format!("not a URL: {e}")))?;
     state
         .egress
-        .check_url(&parsed)
-        .map(|_| ())
+        .check_registration(&parsed, &SystemLookup)
+        .await
         .map_err(|e| ApiError::invalid("url", e.to_string()))
 }
 
@@ -67,7 +70,7 @@ pub async fn create_webhook(
     body: Result<Json<NewWebhook>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(req) = body?;
-    check_url(&state, &req.url)?;
+    check_url(&state, &req.url).await?;
     check_event_types(&req.event_types)?;
     let secret = match &req.secret {
         Some(s) => Secret::parse(s).map_err(|e| ApiError::invalid("secret", e.to_string()))?,
@@ -175,7 +178,7 @@ pub async fn patch_webhook(
     let Json(patch) = body?;
     registered(&state, id)?;
     if let Some(url) = &patch.url {
-        check_url(&state, url)?;
+        check_url(&state, url).await?;
     }
     if let Some(types) = &patch.event_types {
         check_event_types(types)?;
@@ -326,15 +329,7 @@ pub async fn delivery(
     let Some(last) = records.last() else {
         return Err(ApiError::not_found(format!("no delivery {key}")));
     };
-    let state_name = match state.engine.ledger().shared().read_projection().get(&key) {
-        Some(Live::Pending { .. }) => "pending",
-        Some(Live::InAttempt { .. }) => "in_attempt",
-        None => match last.kind().as_str() {
-            "delivered" => "delivered",
-            "dead_parked" => "dead",
-            _ => "parked",
-        },
-    };
+    let state_name = DeliveryState::after(last.kind());
     Ok(Json(json!({
         "webhook_id": key.webhook_id, "event_id": key.event_id,
         "state": state_name, "records": records,
@@ -385,8 +380,27 @@ pub struct LedgerQuery {
     kind: Option<String>,
 }
 
-/// The most records one `/v1/ledger` page returns.
+/// The most rows one page of `/v1/ledger` or `/v1/deliveries` returns.
 const MAX_PAGE: usize = 1000;
+
+/// A page's `limit`: 100 when absent, at most [`MAX_PAGE`].
+fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
+    match limit.unwrap_or(100) {
+        0 => Err(ApiError::invalid(
+            "limit",
+            format!("must be 1 to {MAX_PAGE}"),
+        )),
+        n if n > MAX_PAGE => Err(ApiError::invalid(
+            "limit",
+            format!("must be 1 to {MAX_PAGE}"),
+        )),
+        n => Ok(n),
+    }
+}
+
+fn optional_id(field: &str, s: Option<&str>) -> ApiResult<Option<uuid::Uuid>> {
+    s.map(|s| parse_id(field, s)).transpose()
+}
 
 /// Raw ledger records in seq order, for audit export and tailing: pass the answer's
 /// `next_after_seq` back as `after_seq`.
@@ -395,18 +409,8 @@ pub async fn ledger(
     query: Result<Query<LedgerQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = query?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("must be 1 to {MAX_PAGE}"),
-        ));
-    }
-    let webhook = q
-        .webhook_id
-        .as_deref()
-        .map(|s| parse_id("webhook_id", s).map(WebhookId))
-        .transpose()?;
+    let limit = page_limit(q.limit)?;
+    let webhook = optional_id("webhook_id", q.webhook_id.as_deref())?.map(WebhookId);
     let kind = q
         .kind
         .as_deref()
@@ -426,4 +430,116 @@ pub async fn ledger(
         .collect::<crate::Result<Vec<_>>>()?;
     let next = records.last().map(|r| r.seq);
     Ok(Json(json!({ "data": records, "next_after_seq": next })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesQuery {
+    webhook_id: Option<String>,
+    event_id: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// Live and finished deliveries in the order they were enqueued, filtered by webhook, event or
+/// state; pass the answer's `next_cursor` back as `cursor` for the next page.
+pub async fn list_deliveries(
+    State(state): State<AppState>,
+    query: Result<Query<DeliveriesQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query?;
+    let limit = page_limit(q.limit)?;
+    let filter = DeliveryFilter {
+        webhook: optional_id("webhook_id", q.webhook_id.as_deref())?.map(WebhookId),
+        event: optional_id("event_id", q.event_id.as_deref())?.map(EventId),
+        state: q
+            .state
+            .as_deref()
+            .map(|s| {
+                DeliveryState::parse(s).ok_or_else(|| {
+                    ApiError::invalid(
+                        "state",
+                        format!("`{s}` is not one of pending, in_attempt, delivered, dead, parked"),
+                    )
+                })
+            })
+            .transpose()?,
+    };
+    let after = q.cursor.as_deref().map(cursor::decode).transpose()?;
+    let reader = state.engine.ledger().reader()?;
+    let rows =
+        tokio::task::spawn_blocking(move || reader.deliveries(filter, after.unwrap_or(0), limit))
+            .await
+            .map_err(|e| ApiError::from(crate::LedgerError::Invalid(e.to_string())))??;
+    let next = (rows.len() == limit)
+        .then(|| rows.last().map(|r| cursor::encode(r.enqueued_seq)))
+        .flatten();
+    Ok(Json(json!({ "data": rows, "next_cursor": next })))
+}
+
+/// The opaque `cursor` of `GET /v1/deliveries`: the last listed delivery's `enqueued` seq.
+mod cursor {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+
+    use super::ApiError;
+
+    const PREFIX: &str = "enq:";
+
+    pub fn encode(enqueued_seq: u64) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{PREFIX}{enqueued_seq}"))
+    }
+
+    pub fn decode(cursor: &str) -> Result<u64, ApiError> {
+        URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|s| s.strip_prefix(PREFIX)?.parse().ok())
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "cursor",
+                    "not a cursor from a previous page's `next_cursor`",
+                )
+            })
+    }
+}
+
+/// Sends one signed test event to the webhook and answers with what the ledger recorded.
+pub async fn test_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: WebhookId = parse_id("id", &id)?;
+    registered(&state, id)?;
+    let test = state.engine.test_delivery(id).await?;
+    let delivered = test
+        .records
+        .iter()
+        .any(|r| matches!(r, RecordBody::Delivered { .. }));
+    Ok(Json(json!({
+        "webhook_id": id, "event_id": test.event_id,
+        "delivered": delivered, "records": test.records,
+    })))
+}
+
+/// Prometheus text: attempts by outcome, the queue by state, the ledger seq, the fold.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let ledger = state.engine.ledger();
+    let (counts, seq) = {
+        let projection = ledger.shared().read_projection();
+        (projection.counts(), projection.last_seq())
+    };
+    let text = state
+        .engine
+        .metrics()
+        .render(counts, seq, &ledger.rebuild_stats());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
 }

@@ -9,7 +9,8 @@
 //!   (global and per webhook), so it goes out at once. A delivery that would have to wait for a
 //!   permit stays `pending` in the log: a crash then abandons only attempts that could have
 //!   reached the receiver, and cannot burn the budget of deliveries queued behind a slow
-//!   webhook. Nothing waits for a permit while holding another.
+//!   webhook. Nothing waits for a permit while holding another, except a test delivery (it
+//!   waits for its webhook's permit, then a global one).
 //! - Every outcome, whatever went wrong, becomes a record (`delivered`, or `failed` with its
 //!   computed next due time, followed by `dead_parked` when the budget is spent or `parked` when
 //!   the webhook is no longer active): no error can stall a delivery.
@@ -36,6 +37,7 @@ use crate::ledger::projection::Live;
 use crate::ledger::record::{ErrorClass, Failure, NewRecord, RecordBody, Terminal, Timestamp};
 use crate::ledger::writer::{Commit, NewEvent};
 use crate::ledger::Ledger;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// How the engine paces and retries.
@@ -66,6 +68,16 @@ pub struct Publish {
     pub payload: serde_json::Value,
 }
 
+/// The event type of [`Engine::test_delivery`].
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
+
+/// The answer to a test delivery: its event and the outcome records it appended.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TestDelivery {
+    pub event_id: EventId,
+    pub records: Vec<RecordBody>,
+}
+
 /// The answer to a publish.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Published {
@@ -89,6 +101,8 @@ pub struct Engine {
     wake: Notify,
     /// Set when the re-drive loop stops: outcome commits that fail are no longer retried.
     stopping: AtomicBool,
+    /// Attempt outcomes and latencies, for `/metrics`.
+    metrics: Metrics,
 }
 
 impl Engine {
@@ -108,11 +122,16 @@ impl Engine {
             running: watch::Sender::new(0),
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
+            metrics: Metrics::new(),
         })
     }
 
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Stores the event and enqueues one delivery per matching active webhook, with its first
@@ -128,26 +147,22 @@ impl Engine {
             .matching(&req.event_type)
             .map(|w| w.id)
             .collect();
-        let mut records = Vec::with_capacity(webhooks.len() * 2);
+        let mut attempting = Vec::with_capacity(webhooks.len());
         let mut first_attempts = Vec::with_capacity(webhooks.len());
         for w in &webhooks {
-            let key = DeliveryKey::new(*w, req.event_id);
-            records.push(NewRecord::new(key, RecordBody::Enqueued { due_at: now }));
             // Without a free permit the delivery stays pending, due now, for the re-drive.
             if let Some(permits) = self.try_permits(*w) {
-                records.push(NewRecord::new(key, RecordBody::Attempted { attempt: 1 }));
-                first_attempts.push((key, permits));
+                attempting.push(*w);
+                first_attempts.push((DeliveryKey::new(*w, req.event_id), permits));
             }
         }
-        let commit = Commit {
-            events: vec![NewEvent {
-                event_id: req.event_id,
-                event_type: req.event_type.clone(),
-                body: body.clone(),
-            }],
-            records,
-            ..Commit::default()
-        };
+        let commit = enqueue_commit(
+            req.event_id,
+            &req.event_type,
+            &body,
+            (&webhooks, &attempting),
+            now,
+        );
         match self.ledger.commit(commit).await {
             Ok(_) => {}
             Err(LedgerError::EventExists {
@@ -175,6 +190,42 @@ impl Engine {
             deliveries,
             duplicate: true,
         })
+    }
+
+    /// Sends one signed test event (`webhook.test`) to `webhook` whatever its filter, recorded
+    /// like any delivery (event, `enqueued`, `attempted`, outcome), and waits for the attempt:
+    /// answers the event id and the outcome records. A failed test is retried on the schedule
+    /// like any other delivery.
+    pub async fn test_delivery(self: &Arc<Self>, webhook: WebhookId) -> Result<TestDelivery> {
+        if !self.webhook_active(webhook) {
+            return Err(LedgerError::Invalid(format!(
+                "webhook {webhook} is not active"
+            )));
+        }
+        let now = self.clock.now();
+        let event_id = EventId::new();
+        let payload = serde_json::json!({
+            "type": TEST_EVENT_TYPE,
+            "webhook_id": webhook,
+            "sent_at": now,
+        });
+        let body = payload.to_string().into_bytes();
+        // A test waits for its permits (its webhook's first), then records its attempt.
+        let permits = self.wait_permits(webhook).await;
+        let commit = enqueue_commit(
+            event_id,
+            TEST_EVENT_TYPE,
+            &body,
+            (&[webhook], &[webhook]),
+            now,
+        );
+        self.ledger.commit(commit).await?;
+        let key = DeliveryKey::new(webhook, event_id);
+        self.running.send_modify(|n| *n += 1);
+        let outcome = self.send(key, &body, permits).await;
+        let records = self.record(key, 1, outcome).await;
+        self.running.send_modify(|n| *n -= 1);
+        Ok(TestDelivery { event_id, records })
     }
 
     /// One re-drive pass: takes the deliveries due now whose permits are free, records their
@@ -241,6 +292,16 @@ impl Engine {
             started: receipt.seqs.len(),
             blocked,
         })
+    }
+
+    /// The webhook's permit and then the global one, waiting for each (a test delivery only).
+    async fn wait_permits(&self, webhook: WebhookId) -> Permits {
+        let own = self.webhook_permit(webhook).acquire_owned().await;
+        let global = self.global.clone().acquire_owned().await;
+        Permits {
+            _global: global.expect("the semaphore is never closed"),
+            _own: own.expect("the semaphore is never closed"),
+        }
     }
 
     /// The global permit and the webhook's, if both are free now (never waits).
@@ -407,9 +468,12 @@ impl Engine {
         self.sender.send(&a, now).await
     }
 
-    async fn record(&self, key: DeliveryKey, attempt: u16, outcome: Outcome) {
+    /// Commits an attempt's outcome records and answers them.
+    async fn record(&self, key: DeliveryKey, attempt: u16, outcome: Outcome) -> Vec<RecordBody> {
+        self.metrics.observe(&outcome);
         let active = self.webhook_active(key.webhook_id);
         let records = self.outcome_records(key, attempt, outcome, self.clock.now(), active);
+        let bodies = records.iter().map(|r| r.body.clone()).collect();
         let mut backoff = Backoff::new();
         loop {
             let commit = Commit {
@@ -417,7 +481,7 @@ impl Engine {
                 ..Commit::default()
             };
             match self.ledger.commit(commit).await {
-                Ok(_) => return,
+                Ok(_) => break,
                 Err(e @ LedgerError::StorageUnavailable { .. })
                     if !self.stopping.load(Ordering::Relaxed) =>
                 {
@@ -427,10 +491,11 @@ impl Engine {
                 Err(e) => {
                     // The delivery stays in_attempt in the log; a restart records it as abandoned.
                     tracing::error!(delivery = %key, error = %e, "could not record an attempt's outcome");
-                    return;
+                    break;
                 }
             }
         }
+        bodies
     }
 
     fn webhook_active(&self, id: WebhookId) -> bool {
@@ -482,7 +547,7 @@ impl Engine {
                     "delivery {key} is still pending or in an attempt"
                 )))
             }
-            None => return Err(LedgerError::Invalid(format!("no delivery {key}"))),
+            None => return Err(LedgerError::UnknownDelivery(key)),
         };
         let body = RecordBody::Requeued {
             from,
@@ -647,6 +712,34 @@ fn local_failure(class: ErrorClass, error: &str) -> Outcome {
         duration_ms: 0,
         retry_after: None,
         response_body: None,
+    }
+}
+
+/// The event, and per webhook its `enqueued` record (and the first `attempted` for those in
+/// `attempting`, whose permits are held): one commit.
+fn enqueue_commit(
+    event_id: EventId,
+    event_type: &str,
+    body: &[u8],
+    (webhooks, attempting): (&[WebhookId], &[WebhookId]),
+    now: Timestamp,
+) -> Commit {
+    let mut records = Vec::with_capacity(webhooks.len() * 2);
+    for w in webhooks {
+        let key = DeliveryKey::new(*w, event_id);
+        records.push(NewRecord::new(key, RecordBody::Enqueued { due_at: now }));
+        if attempting.contains(w) {
+            records.push(NewRecord::new(key, RecordBody::Attempted { attempt: 1 }));
+        }
+    }
+    Commit {
+        events: vec![NewEvent {
+            event_id,
+            event_type: event_type.to_owned(),
+            body: body.to_vec(),
+        }],
+        records,
+        ..Commit::default()
     }
 }
 

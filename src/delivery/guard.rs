@@ -347,6 +347,34 @@ impl EgressPolicy {
     }
 }
 
+/// How long registration waits for DNS before accepting a name (every delivery checks again).
+const REGISTRATION_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl EgressPolicy {
+    /// The check when a webhook is registered or its URL changed: [`Self::check_url`], and a
+    /// name that resolves now must not resolve to a refused address. A name that does not
+    /// resolve (yet), or not within a few seconds, is accepted: every delivery resolves it and
+    /// checks again ([`GuardedResolver`]).
+    pub async fn check_registration(
+        &self,
+        url: &Url,
+        lookup: &dyn Lookup,
+    ) -> Result<(), GuardError> {
+        let Target::Name(host) = self.check_url(url)? else {
+            return Ok(());
+        };
+        let resolved = tokio::time::timeout(
+            REGISTRATION_LOOKUP_TIMEOUT,
+            resolve_with(self, lookup, &host, 0),
+        )
+        .await;
+        match resolved {
+            Ok(Err(refused @ GuardError::Refused { .. })) => Err(refused),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Address lookup used by [`GuardedResolver`]; swappable for tests.
 pub trait Lookup: Send + Sync {
     fn lookup<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>>;
@@ -749,6 +777,43 @@ mod tests {
                 other => panic!("expected Unresolvable, got {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn registration_refuses_names_resolving_inside_and_accepts_unresolved_ones() {
+        let policy = EgressPolicy::default();
+        let nxdomain = || Err(io::Error::new(io::ErrorKind::NotFound, "nxdomain"));
+        let lookup = Scripted::new(vec![
+            Ok(vec!["10.1.2.3"]),
+            Ok(vec!["93.184.216.34"]),
+            nxdomain(),
+        ]);
+        let check = |u: &'static str| registration(&policy, u, &lookup);
+        let (got, kind) = refused_kind(check("https://inside.example/hook").await);
+        assert_eq!((got, kind), (ip("10.1.2.3"), K::Private));
+        check("https://public.example/hook").await.expect("public");
+        check("https://later.example/hook")
+            .await
+            .expect("not yet resolvable");
+        assert!(
+            check("http://10.0.0.1/").await.is_err(),
+            "literals need no lookup"
+        );
+        assert_eq!(lookup.calls.load(Ordering::SeqCst), 3);
+        let allowed = EgressPolicy::parse_allowlist("inside.example").expect("allowlist");
+        let lookup = Scripted::new(vec![Ok(vec!["10.1.2.3"])]);
+        allowed
+            .check_registration(&url("https://inside.example/"), &lookup)
+            .await
+            .expect("allowlisted");
+    }
+
+    async fn registration(
+        policy: &EgressPolicy,
+        u: &str,
+        lookup: &dyn Lookup,
+    ) -> Result<(), GuardError> {
+        policy.check_registration(&url(u), lookup).await
     }
 
     #[tokio::test]

@@ -210,15 +210,13 @@ impl Projection {
             .and_then(|(us, _)| chrono::DateTime::from_timestamp_micros(*us))
     }
 
+    /// Deliveries by state, in O(1): every pending delivery is in the due index, every other
+    /// live one is in an attempt.
     pub fn counts(&self) -> Counts {
-        let in_attempt = self
-            .live
-            .values()
-            .filter(|l| matches!(l, Live::InAttempt { .. }))
-            .count() as u64;
+        let pending = self.due.len() as u64;
         Counts {
-            pending: self.live.len() as u64 - in_attempt,
-            in_attempt,
+            pending,
+            in_attempt: self.live.len() as u64 - pending,
             delivered: self.terminal.delivered,
             dead: self.terminal.dead,
             parked: self.terminal.parked,

@@ -1,9 +1,10 @@
-//! Serializable views of the folded state, shared by the CLI, the API and the snapshot tests.
+//! Serializable views of the folded state and of single deliveries, shared by the CLI, the API
+//! and the snapshot tests.
 
 use serde::Serialize;
 
 use super::projection::{Counts, Live, Projection};
-use super::record::Timestamp;
+use super::record::{RecordKind, Timestamp};
 use crate::ids::{EventId, WebhookId};
 
 /// The queue as reconstructed at one point of the log.
@@ -60,4 +61,81 @@ impl QueueView {
             live,
         }
     }
+}
+
+/// Where one delivery stands: live (`pending`, `in_attempt`) or finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    InAttempt,
+    Delivered,
+    Dead,
+    Parked,
+}
+
+impl DeliveryState {
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::InAttempt,
+        Self::Delivered,
+        Self::Dead,
+        Self::Parked,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InAttempt => "in_attempt",
+            Self::Delivered => "delivered",
+            Self::Dead => "dead",
+            Self::Parked => "parked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// The state a delivery is in after its last record. (The SQL of
+    /// [`crate::store::Store::deliveries`] makes the same mapping; a conformance test holds
+    /// the two together.)
+    pub fn after(last: RecordKind) -> Self {
+        match last {
+            RecordKind::Enqueued | RecordKind::Failed | RecordKind::Requeued => Self::Pending,
+            RecordKind::Attempted => Self::InAttempt,
+            RecordKind::Delivered => Self::Delivered,
+            RecordKind::DeadParked => Self::Dead,
+            RecordKind::Parked => Self::Parked,
+        }
+    }
+}
+
+/// One delivery as it stands, summarised from its records (the rows of `GET /v1/deliveries`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeliverySummary {
+    pub webhook_id: WebhookId,
+    pub event_id: EventId,
+    pub state: DeliveryState,
+    /// `attempted` records over the whole history (redeliveries included).
+    pub attempts: u32,
+    /// When it is next due; only for pending deliveries.
+    pub due_at: Option<Timestamp>,
+    /// The last HTTP status a receiver answered, if any did.
+    pub last_status: Option<u16>,
+    /// The error class of the last failure, if any.
+    pub last_error_class: Option<String>,
+    /// The seq of its `enqueued` record: its place in the listing (the cursor).
+    pub enqueued_seq: u64,
+    /// The seq and time of its last record.
+    pub last_seq: u64,
+    pub updated_at: Timestamp,
+}
+
+/// Which deliveries to list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    pub webhook: Option<WebhookId>,
+    pub event: Option<EventId>,
+    pub state: Option<DeliveryState>,
 }

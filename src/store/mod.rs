@@ -111,5 +111,14 @@ pub trait Store: Send {
     /// (the one check the in-memory fold cannot make, since it forgets finished deliveries).
     fn first_duplicate_enqueue(&self) -> Result<Option<u64>>;
 
+    /// Deliveries as they stand (live and finished), in the order they were enqueued: up to
+    /// `limit` of those matching `filter` whose `enqueued` seq is after `after_enqueued_seq`.
+    fn deliveries(
+        &self,
+        filter: crate::ledger::view::DeliveryFilter,
+        after_enqueued_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::ledger::view::DeliverySummary>>;
+
     fn setting(&self, name: &str) -> Result<Option<String>>;
 }

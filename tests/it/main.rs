@@ -13,6 +13,7 @@ mod scenarios;
 mod sender;
 mod serve;
 mod serve_child;
+mod serve_queries;
 mod storage_failure;
 mod store_conformance;
 mod tamper;

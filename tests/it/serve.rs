@@ -15,15 +15,20 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-const TOKEN: &str = "test-token-0123456789";
+pub(crate) const TOKEN: &str = "test-token-0123456789";
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Server {
-    fn start(db: &Path) -> Self {
+    pub(crate) fn start(db: &Path) -> Self {
+        Self::start_with(db, &[("HOOKLEDGER_EGRESS_ALLOW", "127.0.0.1")])
+    }
+
+    /// Starts serve on `db` with these extra environment variables.
+    pub(crate) fn start_with(db: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hookledger"))
             .args([
                 "serve",
@@ -35,7 +40,7 @@ impl Server {
             ])
             .arg(db)
             .env("HOOKLEDGER_API_TOKEN", TOKEN)
-            .env("HOOKLEDGER_EGRESS_ALLOW", "127.0.0.1")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -55,7 +60,7 @@ impl Server {
     }
 
     /// SIGTERM, then the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(mut self) -> std::process::ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait().unwrap()
     }
@@ -68,7 +73,7 @@ impl Drop for Server {
     }
 }
 
-async fn call(
+pub(crate) async fn call(
     method: reqwest::Method,
     url: &str,
     token: Option<&str>,
@@ -92,17 +97,17 @@ async fn call(
     )
 }
 
-async fn get(url: &str) -> (u16, Value) {
+pub(crate) async fn get(url: &str) -> (u16, Value) {
     call(reqwest::Method::GET, url, Some(TOKEN), None).await
 }
 
-async fn post_json(url: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn post_json(url: &str, body: Value) -> (u16, Value) {
     call(reqwest::Method::POST, url, Some(TOKEN), Some(body)).await
 }
 
-type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+pub(crate) type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
-async fn receiver() -> (String, Received) {
+pub(crate) async fn receiver() -> (String, Received) {
     let got: Received = Arc::default();
     let seen = got.clone();
     let app = Router::new().route(
@@ -121,7 +126,7 @@ async fn receiver() -> (String, Received) {
     (url, got)
 }
 
-async fn as_of_seq(base: &str) -> u64 {
+pub(crate) async fn as_of_seq(base: &str) -> u64 {
     get(&format!("{base}/v1/state")).await.1["as_of_seq"]
         .as_u64()
         .unwrap()
@@ -325,7 +330,7 @@ async fn bad_requests_get_a_4xx_naming_the_field_and_write_nothing() {
     );
 }
 
-async fn wait_for(got: &Received, n: usize) {
+pub(crate) async fn wait_for(got: &Received, n: usize) {
     for _ in 0..400 {
         if got.lock().unwrap().len() >= n {
             return;

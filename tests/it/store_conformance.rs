@@ -71,6 +71,67 @@ fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
     history_events_and_settings(make().as_mut());
     duplicate_enqueues_are_found(make().as_mut());
     finished_deliveries_are_found_by_window(make().as_mut());
+    deliveries_are_summarised_by_their_last_record(make().as_mut());
+}
+
+/// One delivery ending in each record kind (the store does not judge transitions): the
+/// listed state is [`DeliveryState::after`] that kind, in enqueue order, filtered and paged.
+fn deliveries_are_summarised_by_their_last_record(store: &mut dyn Store) {
+    use hookledger::ledger::record::RecordKind;
+    use hookledger::ledger::view::{DeliveryFilter, DeliveryState};
+    let last_bodies = [
+        RecordBody::Enqueued { due_at: at(5) },
+        attempted(1),
+        delivered(1),
+        failed(1, 500, at(99)),
+        dead_parked(),
+        RecordBody::Parked { reason: "r".into() },
+        requeued(hookledger::ledger::record::Terminal::Dead, at(77)),
+    ];
+    let mut rows = Vec::new();
+    for (n, body) in last_bodies.iter().enumerate() {
+        let k = key(1, n as u128 + 1);
+        rows.push(row(
+            rows.len() as u64 + 1,
+            k,
+            RecordBody::Enqueued { due_at: at(0) },
+        ));
+        rows.push(row(rows.len() as u64 + 1, k, body.clone()));
+    }
+    rows.push(row(15, key(2, 1), RecordBody::Enqueued { due_at: at(0) }));
+    store.commit(&batch(1, rows, vec![])).unwrap();
+
+    let all = store.deliveries(DeliveryFilter::default(), 0, 100).unwrap();
+    assert_eq!(all.len(), 8);
+    for (summary, body) in all.iter().zip(&last_bodies) {
+        assert_eq!(summary.state, DeliveryState::after(body.kind()), "{body:?}");
+    }
+    assert_eq!(all[3].last_status, Some(500));
+    assert_eq!(all[3].due_at, Some(at(99)), "a failure's next due time");
+    assert_eq!(all[6].due_at, Some(at(77)), "a requeue's due time");
+    assert_eq!(all[2].due_at, None, "only pending deliveries are due");
+    assert_eq!(all[1].attempts, 1);
+    let seqs: Vec<_> = all.iter().map(|d| d.enqueued_seq).collect();
+    assert_eq!(seqs, [1, 3, 5, 7, 9, 11, 13, 15], "in enqueue order");
+
+    let after = store.deliveries(DeliveryFilter::default(), 9, 2).unwrap();
+    assert_eq!(after, all[5..7], "a cursor and a limit");
+    let pending = DeliveryFilter {
+        state: Some(DeliveryState::Pending),
+        webhook: Some(webhook(1)),
+        ..DeliveryFilter::default()
+    };
+    let found: Vec<_> = store.deliveries(pending, 0, 100).unwrap();
+    let events: Vec<_> = found.iter().map(|d| d.event_id).collect();
+    assert_eq!(events, [event(1), event(4), event(7)]);
+    let one = DeliveryFilter {
+        event: Some(event(1)),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(store.deliveries(one, 0, 100).unwrap().len(), 2);
+    assert!(RecordKind::ALL
+        .iter()
+        .all(|k| last_bodies.iter().any(|b| b.kind() == *k)));
 }
 
 fn finished_deliveries_are_found_by_window(store: &mut dyn Store) {

@@ -16,10 +16,12 @@ use crate::ids::{DeliveryKey, EventId};
 use crate::ledger::chain::{BatchLink, Hash};
 use crate::ledger::record::{Terminal, Timestamp};
 use crate::ledger::stored::StoredRecord;
+use crate::ledger::view::{DeliveryFilter, DeliverySummary};
 use crate::registry::StoredChange;
 
 /// The numbered schema files, applied in order. The database records the highest applied.
 mod arrow_scan;
+mod summaries;
 
 pub const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../../schema/001_ledger.sql")),
@@ -520,6 +522,15 @@ impl Store for DuckStore {
             |r| r.get(0),
         )?;
         Ok(v.map(|s| s as u64))
+    }
+
+    fn deliveries(
+        &self,
+        filter: DeliveryFilter,
+        after_enqueued_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<DeliverySummary>> {
+        summaries::deliveries(&self.conn, filter, after_enqueued_seq, limit)
     }
 
     fn setting(&self, name: &str) -> Result<Option<String>> {
