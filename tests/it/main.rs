@@ -7,6 +7,7 @@ mod cli;
 mod durability;
 mod engine;
 mod engine_restart;
+mod faults;
 mod ledger_props;
 mod scenarios;
 mod sender;
