@@ -1,7 +1,8 @@
 //! API errors: one JSON shape, `{"error": {"code", "message", "field"}}`, with the status
 //! chosen in one place.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -100,6 +101,37 @@ impl From<QueryRejection> for ApiError {
             code: "bad_query",
             field: named_field(&message).or_else(|| Some("query".into())),
             message,
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        let message = r.body_text();
+        let field = match &r {
+            PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+                ErrorKind::InvalidUtf8InPathParam { key }
+                | ErrorKind::ParseErrorAtKey { key, .. }
+                | ErrorKind::DeserializeError { key, .. } => key.clone(),
+                _ => "path".into(),
+            },
+            _ => "path".into(),
+        };
+        if r.status().is_server_error() {
+            // A handler whose Path type does not fit its route: a bug, not the caller's.
+            tracing::error!(error = %message, "path extraction failed");
+            return Self {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: "internal",
+                message,
+                field: None,
+            };
+        }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_path",
+            message,
+            field: Some(field),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! a refused request.
 
 pub mod error;
+mod extract;
 mod routes;
 
 use std::sync::Arc;

@@ -2,13 +2,14 @@
 //! verify.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::extract::Path;
 use super::AppState;
 use crate::delivery::engine::Publish;
 use crate::delivery::signing::Secret;
