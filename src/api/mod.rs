@@ -56,12 +56,29 @@ pub fn router(state: AppState, max_payload: usize) -> Router {
         .route("/state", get(routes::state))
         .route("/ledger", get(routes::ledger))
         .route("/verify", get(routes::verify))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .nest("/v1", v1)
+        .fallback(no_route)
         .layer(DefaultBodyLimit::max(max_payload))
         .with_state(state)
+}
+
+/// Unknown paths get the JSON error too, not axum's empty 404.
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route {}", uri.path()))
+}
+
+/// A known path with a method it does not have: 405 with the JSON error.
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!("this route does not take {method}"),
+        field: None,
+    }
 }
 
 async fn require_token(
