@@ -8,6 +8,7 @@ mod durability;
 mod engine;
 mod engine_restart;
 mod faults;
+mod hostile;
 mod ledger_props;
 mod scenarios;
 mod sender;
