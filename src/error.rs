@@ -44,6 +44,9 @@ pub enum LedgerError {
         same_body: bool,
     },
 
+    #[error("no delivery {key}")]
+    NoDelivery { key: DeliveryKey },
+
     #[error("the commit failed and nothing of it was written: {0}")]
     CommitFailed(String),
 

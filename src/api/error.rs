@@ -140,6 +140,7 @@ impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
         let (status, code) = match &e {
             LedgerError::EventExists { .. } => (StatusCode::CONFLICT, "conflict"),
+            LedgerError::NoDelivery { .. } => (StatusCode::NOT_FOUND, "not_found"),
             LedgerError::InvalidTransition { .. } | LedgerError::Invalid(_) => {
                 (StatusCode::CONFLICT, "conflict")
             }

@@ -406,7 +406,7 @@ impl Engine {
                     "delivery {key} is still pending or in an attempt"
                 )))
             }
-            None => return Err(LedgerError::Invalid(format!("no delivery {key}"))),
+            None => return Err(LedgerError::NoDelivery { key }),
         };
         let body = RecordBody::Requeued {
             from,

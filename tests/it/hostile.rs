@@ -625,6 +625,7 @@ pub fn encode(bytes: &[u8]) -> String {
 /// What a generated path segment decodes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Seg {
+    Known,
     Uuid,
     Text,
     NotUtf8,
@@ -634,7 +635,7 @@ enum Seg {
 /// included), and a few odd ones.
 fn segment(known: WebhookId) -> impl Strategy<Value = (String, Seg)> {
     prop_oneof![
-        Just((known.to_string(), Seg::Uuid)),
+        Just((known.to_string(), Seg::Known)),
         any::<u128>().prop_map(|n| (Uuid::from_u128(n).to_string(), Seg::Uuid)),
         any::<String>().prop_map(|s| (encode(s.as_bytes()), Seg::Text)),
         prop::collection::vec(any::<u8>(), 1..40).prop_map(|b| {
@@ -698,10 +699,17 @@ fn hostile_paths(known: WebhookId) -> impl Strategy<Value = Req> {
                     .position(|(_, k)| *k == kind)
                     .map(|i| Refusal::Field(names[i].into()))
             };
-            let expect = if routed {
-                named(Seg::NotUtf8).or_else(|| named(Seg::Text))
-            } else {
+            // Ids that parse but name nothing are 404: no webhook, or no delivery (there are
+            // none).
+            let found = segs.iter().all(|(_, k)| *k == Seg::Known) && names.len() == 1;
+            let expect = if !routed {
                 None
+            } else if let Some(named) = named(Seg::NotUtf8).or_else(|| named(Seg::Text)) {
+                Some(named)
+            } else if found {
+                None
+            } else {
+                Some(Refusal::Status(404))
             };
             let body = match template {
                 "/v1/webhooks/{}" if method == Method::PATCH => Some(b"{}".to_vec()),
