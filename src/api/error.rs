@@ -56,13 +56,14 @@ impl IntoResponse for ApiError {
 }
 
 /// The field a deserialisation error names: the path axum puts before the message
-/// (`url: invalid type ...`), or the name in `missing field `url`` / `unknown field `x``.
+/// (`url: invalid type ...`), or the name in `missing field `url``, `unknown field `x`` or
+/// `duplicate field `url``.
 fn named_field(message: &str) -> Option<String> {
     let detail = ["target type: ", "query string: "]
         .iter()
         .find_map(|marker| message.split_once(marker).map(|(_, rest)| rest))
         .unwrap_or(message);
-    for prefix in ["missing field `", "unknown field `"] {
+    for prefix in ["missing field `", "unknown field `", "duplicate field `"] {
         if let Some(rest) = detail.strip_prefix(prefix) {
             return rest.split('`').next().map(str::to_owned);
         }
@@ -171,6 +172,7 @@ mod tests {
             ("Failed to deserialize the JSON body into the target type: url: invalid type: integer `7`, expected a string at line 1 column 8", Some("url")),
             ("Failed to deserialize the JSON body into the target type: bogus: unknown field `bogus`, expected one of `url`", Some("bogus")),
             ("Failed to deserialize the JSON body into the target type: missing field `url` at line 1 column 2", Some("url")),
+            ("Failed to deserialize the JSON body into the target type: duplicate field `url` at line 1 column 148", Some("url")),
             ("Failed to deserialize query string: after_seq: invalid digit found in string", Some("after_seq")),
             ("Failed to deserialize query string: unknown field `colour`, expected one of `at`", Some("colour")),
             ("Failed to parse the request body as JSON: expected value at line 1 column 1", None),

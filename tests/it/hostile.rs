@@ -31,7 +31,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 /// Generated requests per property.
-const CASES: u32 = 64;
+const CASES: u32 = 128;
 pub const TOKEN: &str = "hostile-token-5f0c2a9e71d3";
 /// A type no generated event ever has, so publishes never start attempts by accident.
 const KNOWN_TYPES: &str = "hostile.never-published";
@@ -49,7 +49,7 @@ pub struct App {
 
 /// What a request may have written.
 #[derive(Debug, PartialEq, Eq)]
-struct Written {
+pub struct Written {
     records: u64,
     changes: u64,
     events: Option<u64>,
@@ -133,7 +133,7 @@ impl App {
         }
     }
 
-    fn written(&self) -> Written {
+    pub fn written(&self) -> Written {
         let shared = self.engine.ledger().shared();
         let records = shared.read_projection().last_seq();
         let changes = shared.read_registry().last_seq();
@@ -146,12 +146,15 @@ impl App {
         }
     }
 
-    /// Sends one request; a transport error (a dropped connection) is a test failure.
-    pub fn send(&self, req: &Req, token: Option<&str>) -> Result<Answer, TestCaseError> {
+    /// Sends one request with this `Authorization` value; a transport error (a dropped
+    /// connection) is a test failure.
+    pub fn send(&self, req: &Req, authorization: Option<&[u8]>) -> Result<Answer, TestCaseError> {
         let url = format!("{}{}", self.base, req.path);
         let mut builder = self.client.request(req.method.clone(), &url);
-        if let Some(t) = token {
-            builder = builder.header("authorization", format!("Bearer {t}"));
+        if let Some(value) = authorization {
+            let value = reqwest::header::HeaderValue::from_bytes(value)
+                .map_err(|e| TestCaseError::fail(format!("unsendable header: {e}")))?;
+            builder = builder.header("authorization", value);
         }
         if let Some(ct) = &req.content_type {
             builder = builder.header("content-type", ct.as_str());
@@ -187,7 +190,7 @@ impl App {
     /// Sends `req` with the right token and checks the answer against the invariants.
     fn check(&self, req: &Req) -> Result<(), TestCaseError> {
         let before = self.written();
-        let answer = self.send(req, Some(TOKEN))?;
+        let answer = self.send(req, Some(format!("Bearer {TOKEN}").as_bytes()))?;
         let shown = || format!("{req}\n  -> {} {}", answer.status, clip(&answer.text));
         prop_assert!(answer.status < 500, "a 5xx: {}", shown());
         if (200..300).contains(&answer.status) {
@@ -528,8 +531,9 @@ fn hostile_bodies(known: WebhookId) -> impl Strategy<Value = Req> {
         let arbitrary = arb_json().prop_map(move |v| json_req(&m, &p, to_bytes(&v), None));
         // Deep nesting, in a field or as the whole body.
         let (b, n, m, p) = (base.clone(), name.clone(), method.clone(), path.clone());
-        let nested = (1usize..20_000, any::<bool>(), any::<bool>()).prop_map(
-            move |(depth, objects, whole)| {
+        let depth = prop_oneof![1usize..130, 130usize..20_000];
+        let nested =
+            (depth, any::<bool>(), any::<bool>()).prop_map(move |(depth, objects, whole)| {
                 let nest = deep(depth, objects);
                 let body = if whole {
                     nest
@@ -541,8 +545,7 @@ fn hostile_bodies(known: WebhookId) -> impl Strategy<Value = Req> {
                         .replace("\"__NEST__\"", &nest)
                 };
                 json_req(&m, &p, body.into_bytes(), None)
-            },
-        );
+            });
         // A huge string in a field: past the limit it is 413.
         let (b, n, m, p) = (base.clone(), name.clone(), method.clone(), path.clone());
         let huge = prop::sample::select(vec![100_000usize, 300_000]).prop_map(move |len| {
@@ -570,6 +573,14 @@ fn hostile_bodies(known: WebhookId) -> impl Strategy<Value = Req> {
             let bytes = [head.as_bytes(), bad, tail.as_bytes()].concat();
             json_req(&m, &p, bytes, Some(Refusal::Status(400)))
         });
+        // A field given twice.
+        let (b, n, m, p) = (base.clone(), name.clone(), method.clone(), path.clone());
+        let twice = Just(()).prop_map(move |()| {
+            let body = Value::Object(b.clone()).to_string();
+            let value = b[&n].to_string();
+            let body = format!("{{\"{n}\":{value},{}", &body[1..]);
+            json_req(&m, &p, body.into_bytes(), Some(Refusal::Field(n.clone())))
+        });
         // Random bytes, with or without a JSON content type.
         let (m, p) = (method.clone(), path.clone());
         let random = (
@@ -596,6 +607,7 @@ fn hostile_bodies(known: WebhookId) -> impl Strategy<Value = Req> {
             1 => nested,
             1 => huge,
             1 => bad_utf8,
+            1 => twice,
             2 => random,
         ]
     })
