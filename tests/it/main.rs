@@ -11,6 +11,7 @@ mod faults;
 mod hostile;
 mod ledger_props;
 mod scenarios;
+mod secrets;
 mod sender;
 mod serve;
 mod store_conformance;
