@@ -72,9 +72,30 @@ fn named_field(message: &str) -> Option<String> {
     (!path.is_empty() && !path.contains(' ')).then(|| path.to_owned())
 }
 
+/// Masks anything shaped like a signing secret (`whsec_` and its base64): serde's messages
+/// quote the offending value, and a secret sent in the wrong field must not come back in an
+/// error (or reach a log through one).
+fn redact_secrets(message: &str) -> String {
+    const PREFIX: &str = "whsec_";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(PREFIX) {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        out.push_str("whsec_***");
+        let key = &from[PREFIX.len()..];
+        let end = key
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "+/=".contains(c)))
+            .unwrap_or(key.len());
+        rest = &key[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        let message = r.body_text();
+        let message = redact_secrets(&r.body_text());
         let status = match r.status() {
             StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -96,7 +117,7 @@ impl From<JsonRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        let message = r.body_text();
+        let message = redact_secrets(&r.body_text());
         Self {
             status: StatusCode::BAD_REQUEST,
             code: "bad_query",
@@ -164,7 +185,19 @@ impl From<LedgerError> for ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::named_field;
+    use super::{named_field, redact_secrets};
+
+    #[test]
+    fn secrets_quoted_in_messages_are_masked() {
+        let message = "active: invalid type: string \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\", \
+                       expected a boolean; also whsec_ab+/= and whsec_";
+        assert_eq!(
+            redact_secrets(message),
+            "active: invalid type: string \"whsec_***\", expected a boolean; also whsec_*** \
+             and whsec_***"
+        );
+        assert_eq!(redact_secrets("no secret here"), "no secret here");
+    }
 
     #[test]
     fn the_field_is_read_from_axum_and_serde_messages() {

@@ -396,6 +396,9 @@ async fn secrets_never_reach_logs_listings_trails_or_errors() {
         json!({ "url": hook_url, "secret": format!("{chosen}A") }),
         json!({ "url": hook_url, "secret": 7 }),
         json!({ "url": "ftp://nope", "secret": chosen }),
+        // A secret in the wrong field: serde quotes the value it refuses.
+        json!({ "url": hook_url, "event_types": chosen }),
+        json!({ "url": chosen }),
     ];
     for body in refusals {
         let (status, answer) = c.call(Method::POST, "/v1/webhooks", Some(body)).await;
