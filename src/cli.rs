@@ -126,6 +126,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::State(args) => state(&args),
         Command::History(args) => show_history(&args),
         Command::Serve(args) => {
+            init_logging();
             let runtime = tokio::runtime::Runtime::new()
                 .map_err(|e| LedgerError::Invalid(format!("cannot start the runtime: {e}")))?;
             runtime.block_on(crate::serve::serve(crate::serve::ServeOptions {
@@ -155,6 +156,18 @@ pub fn run(command: Command) -> Result<ExitCode> {
             })
         }
     }
+}
+
+/// `serve` logs to stderr, filtered by `RUST_LOG` (default `info`); stdout keeps the few lines
+/// scripts read (where it listens, a first-start token).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 fn open_read_only(path: &Path) -> Result<DuckStore> {

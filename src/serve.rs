@@ -64,13 +64,16 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         egress: settings.egress.clone(),
         token: Arc::new(token),
     };
+    // Installed before "listening on" is printed: a SIGTERM sent as soon as that line appears
+    // must stop the process gracefully, not kill it.
+    let stopped = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| invalid(format!("cannot listen on {}: {e}", options.listen)))?;
     let addr = listener.local_addr().map_err(invalid)?;
     println!("listening on http://{addr}");
     axum::serve(listener, api::router(state, options.max_payload))
-        .with_graceful_shutdown(signal())
+        .with_graceful_shutdown(stopped)
         .await
         .map_err(invalid)?;
     let _ = stop.send(true);
@@ -103,20 +106,30 @@ async fn api_token(ledger: &Arc<Ledger>) -> Result<String> {
     Ok(token)
 }
 
-async fn signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+/// Installs the SIGTERM and SIGINT handlers now, and resolves at the first of them. (A
+/// handler installed lazily, at the future's first poll, leaves a window in which the default
+/// action kills the process.)
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -1,9 +1,11 @@
-//! The HTTP API (axum): routes under `/v1` need `Authorization: Bearer <token>`, compared in
-//! constant time; `/healthz` and `/metrics` (counts only: no ids, URLs or secrets) do not. Handlers validate input at the boundary and answer
-//! errors as `{"error": {"code", "message", "field"}}` (see [`error`]). Nothing is written for
-//! a refused request.
+//! The HTTP API (axum): routes under `/v1` need `Authorization: Bearer <token>` (the scheme in
+//! any case), compared in constant time; `/healthz` and `/metrics` (counts only: no ids, URLs or
+//! secrets) do not. Handlers validate input at the boundary and answer errors as
+//! `{"error": {"code", "message", "field"}}` (see [`error`]), unknown routes and methods
+//! included. Nothing is written for a refused request.
 
 pub mod error;
+mod extract;
 mod routes;
 
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::delivery::engine::Engine;
@@ -57,11 +60,13 @@ pub fn router(state: AppState, max_payload: usize) -> Router {
         .route("/state", get(routes::state))
         .route("/ledger", get(routes::ledger))
         .route("/verify", get(routes::verify))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(health))
         .route("/metrics", get(routes::metrics))
         .nest("/v1", v1)
+        .fallback(no_route)
         .layer(DefaultBodyLimit::max(max_payload))
         .with_state(state)
 }
@@ -76,6 +81,21 @@ async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Unknown paths get the JSON error too, not axum's empty 404.
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route {}", uri.path()))
+}
+
+/// A known path with a method it does not have: 405 with the JSON error.
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!("this route does not take {method}"),
+        field: None,
+    }
+}
+
 async fn require_token(
     State(state): State<AppState>,
     request: Request,
@@ -85,11 +105,64 @@ async fn require_token(
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(presented.as_bytes().ct_eq(state.token.as_bytes())) {
-        Ok(next.run(request).await)
-    } else {
-        Err(ApiError::unauthorized())
+        .and_then(bearer);
+    match presented {
+        Some(token) if same_token(token, &state.token) => Ok(next.run(request).await),
+        _ => Err(ApiError::unauthorized()),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value: the scheme is case-insensitive
+/// (RFC 7235) and one or more spaces separate it from the token (RFC 6750's `1*SP`).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    let token = rest.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Compares SHA-256 digests in constant time, so that neither the token's bytes nor its
+/// length show in the response time.
+fn same_token(presented: &str, expected: &str) -> bool {
+    let (a, b) = (
+        Sha256::digest(presented.as_bytes()),
+        Sha256::digest(expected.as_bytes()),
+    );
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bearer, same_token};
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_takes_one_or_more_spaces() {
+        for (value, token) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER   abc", Some("abc")),
+            ("Bearer abc def", Some("abc def")),
+            ("Bearer", None),
+            ("Bearer ", None),
+            ("Bearerabc", None),
+            ("Basic abc", None),
+            ("abc", None),
+            (" Bearer abc", None),
+        ] {
+            assert_eq!(bearer(value), token, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_token("secret-token", "secret-token"));
+        for other in [
+            "secret-tokeN",
+            "secret-toke",
+            "secret-token ",
+            "",
+            "Secret-token",
+        ] {
+            assert!(!same_token(other, "secret-token"), "{other:?}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! verify.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::extract::Path;
 use super::AppState;
 use crate::delivery::engine::Publish;
 use crate::delivery::guard::SystemLookup;
