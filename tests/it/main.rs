@@ -3,6 +3,7 @@
 mod common;
 
 mod audit;
+mod bench;
 mod cli;
 mod durability;
 mod engine;
