@@ -6,7 +6,12 @@
 //! error, and nothing of it is written), gives the records gapless seqs and one chain link,
 //! commits, applies the records to the in-memory projection in seq order, and only then
 //! answers each caller with its seqs.
+//!
+//! A repeated event id is refused by the primary key on `events` (the whole transaction fails
+//! and nothing is written); the writer then looks the batch's events up, refuses the repeated
+//! ones alone (answering whether the body was the same), and commits the rest.
 
+use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 
@@ -93,30 +98,72 @@ impl Writer {
         }
     }
 
+    /// Stages, commits and answers one batch. A publish almost always carries a new event id,
+    /// so the batch is first staged without looking its events up (a query whose parse and
+    /// plan cost grows with the batch). Two cases then need the stored events: a commit the
+    /// primary key on `events` refused (a repeated id; nothing was written), and requests with
+    /// events that staging refused (a repeated id of a delivery still live looks like a second
+    /// `enqueued`). Those go through [`Writer::with_lookup`], as before the optimisation.
     fn process(&mut self, requests: Vec<Request>) {
         let now = self.now();
+        let (staged, deferred) = self.stage(requests, None);
+        if !staged.is_empty() {
+            let (batch, records, changes) = self.build(&staged, now);
+            match self.store.commit(&batch) {
+                Ok(()) => self.acknowledge(staged, &batch, &records, &changes, now),
+                Err(e) if !batch.events.is_empty() => {
+                    let mut all: Vec<Request> = staged.into_iter().map(|s| s.request).collect();
+                    all.extend(deferred);
+                    return self.with_lookup(all, Some(e));
+                }
+                Err(e) => fail_all(staged.into_iter().map(|s| s.request), &e),
+            }
+        }
+        if !deferred.is_empty() {
+            self.with_lookup(deferred, None);
+        }
+    }
+
+    /// Stages `requests` against the stored events among theirs (a repeated event is refused
+    /// alone, answering whether its body was the same) and commits the rest. After a refused
+    /// commit (`error`) with no stored event to explain it, the batch fails as a whole.
+    fn with_lookup(&mut self, requests: Vec<Request>, error: Option<LedgerError>) {
         let existing = self.existing_events(&requests);
-        let staged = {
-            let projection = self.shared.read_projection();
-            let registry = self.shared.read_registry();
-            stage_all(requests, &projection, &registry, &existing)
-        };
+        if let (Some(e), true) = (error, existing.is_empty()) {
+            return fail_all(requests, &e);
+        }
+        let now = self.now();
+        let (staged, _) = self.stage(requests, Some(&existing));
         if staged.is_empty() {
             return;
         }
         let (batch, records, changes) = self.build(&staged, now);
-        if let Err(e) = self.store.commit(&batch) {
-            tracing::error!(error = %e, "ledger commit failed; nothing of this batch was acknowledged");
-            let message = e.to_string();
-            for s in staged {
-                let _ = s
-                    .request
-                    .reply
-                    .send(Err(LedgerError::CommitFailed(message.clone())));
-            }
-            return;
+        match self.store.commit(&batch) {
+            Ok(()) => self.acknowledge(staged, &batch, &records, &changes, now),
+            Err(e) => fail_all(staged.into_iter().map(|s| s.request), &e),
         }
-        self.publish(&batch, &records, &changes);
+    }
+
+    fn stage(
+        &self,
+        requests: Vec<Request>,
+        existing: Option<&[StoredEvent]>,
+    ) -> (Vec<Staged>, Vec<Request>) {
+        let projection = self.shared.read_projection();
+        let registry = self.shared.read_registry();
+        stage_all(requests, &projection, &registry, existing)
+    }
+
+    /// The batch is durable: fold it in, then answer each caller with its seqs.
+    fn acknowledge(
+        &mut self,
+        staged: Vec<Staged>,
+        batch: &CommitBatch,
+        records: &[Record],
+        changes: &[ChangeRecord],
+        now: Timestamp,
+    ) {
+        self.publish(batch, records, changes);
         let mut next = records.iter().map(|r| r.seq);
         let mut next_change = changes.iter().map(|c| c.seq);
         for s in staged {
@@ -248,20 +295,35 @@ impl Writer {
     }
 }
 
+/// Answers every caller of a batch that could not be committed: nothing of it was written.
+fn fail_all(requests: impl IntoIterator<Item = Request>, error: &LedgerError) {
+    tracing::error!(error = %error, "ledger commit failed; nothing of this batch was acknowledged");
+    let message = error.to_string();
+    for r in requests {
+        let _ = r
+            .reply
+            .send(Err(LedgerError::CommitFailed(message.clone())));
+    }
+}
+
 /// Checks every request in arrival order against the projection plus what earlier requests of
-/// the batch staged. A refused request is answered at once and leaves no trace in the batch.
+/// the batch staged. A refused request is answered at once and leaves no trace in the batch;
+/// without `existing` (the stored events, not looked up), a refused request that carries events
+/// is returned unanswered instead, for a check against the stored events.
 fn stage_all(
     requests: Vec<Request>,
     projection: &super::projection::Projection,
     registry: &Registry,
-    existing: &[StoredEvent],
-) -> Vec<Staged> {
+    existing: Option<&[StoredEvent]>,
+) -> (Vec<Staged>, Vec<Request>) {
     let mut staged: Vec<Staged> = Vec::new();
+    let mut deferred = Vec::new();
     let mut staging = Staging::new(projection);
     let mut registry = registry.clone();
-    let mut seen_events: Vec<EventId> = existing.iter().map(|e| e.event_id).collect();
+    let stored = existing.unwrap_or_default();
+    let mut seen_events: HashSet<EventId> = stored.iter().map(|e| e.event_id).collect();
     for request in requests {
-        let checked = check_events(&request.commit, existing, &seen_events)
+        let checked = check_events(&request.commit, stored, &seen_events)
             .and_then(|()| stage_one(&request.commit, &mut staging, &mut registry));
         match checked {
             Ok((records, parked)) => {
@@ -273,7 +335,11 @@ fn stage_all(
                 });
             }
             Err(e) => {
-                let _ = request.reply.send(Err(e));
+                if existing.is_none() && !request.commit.events.is_empty() {
+                    deferred.push(request);
+                } else {
+                    let _ = request.reply.send(Err(e));
+                }
                 // Rebuild the staging from the accepted requests only.
                 staging = Staging::new(projection);
                 for s in &staged {
@@ -284,10 +350,10 @@ fn stage_all(
             }
         }
     }
-    staged
+    (staged, deferred)
 }
 
-fn check_events(commit: &Commit, existing: &[StoredEvent], seen: &[EventId]) -> Result<()> {
+fn check_events(commit: &Commit, existing: &[StoredEvent], seen: &HashSet<EventId>) -> Result<()> {
     for (i, e) in commit.events.iter().enumerate() {
         let dup_here = commit.events[..i].iter().any(|o| o.event_id == e.event_id);
         if let Some(old) = existing.iter().find(|o| o.event_id == e.event_id) {
