@@ -55,12 +55,27 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Which scenario: rebuild, append, deliver or all.
-    #[arg(long, default_value = "all", value_parser = ["rebuild", "append", "deliver", "all"])]
+    /// Which scenario (all runs every one).
+    #[arg(long, default_value = "all", value_parser = clap::builder::PossibleValuesParser::new(crate::bench::SCENARIOS))]
     pub scenario: String,
-    /// How many records the rebuild scenario folds.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub records: u64,
+    /// Rebuild sizes in records, comma-separated (e.g. 1000000,10000000).
+    #[arg(long, value_delimiter = ',', default_value = "1000000")]
+    pub records: Vec<u64>,
+    /// Events published by deliver, retry and disk (and POSTs made by baseline).
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+    /// Webhooks every event fans out to.
+    #[arg(long, default_value_t = 1)]
+    pub webhooks: usize,
+    /// Attempts in flight at once (and the baseline's concurrent POSTs).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Concurrent publishers in the full-rate runs.
+    #[arg(long, default_value_t = 512)]
+    pub publishers: usize,
+    /// How long the receiver waits before answering, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -137,8 +152,17 @@ pub fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {
-            let figures =
-                crate::bench::run(&args.scenario, args.records, &mut |p| eprintln!("{p}"))?;
+            let options = crate::bench::Options {
+                scenario: args.scenario,
+                records: args.records,
+                events: args.events,
+                webhooks: args.webhooks,
+                concurrency: args.concurrency,
+                publishers: args.publishers,
+                receiver_latency: std::time::Duration::from_millis(args.latency_ms),
+                ..crate::bench::Options::default()
+            };
+            let figures = crate::bench::run(&options, &mut |p| eprintln!("{p}"))?;
             if args.json {
                 println!("{}", to_json(&figures)?);
             } else {

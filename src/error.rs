@@ -63,4 +63,11 @@ pub enum LedgerError {
     Invalid(String),
 }
 
+impl LedgerError {
+    /// True when the disk refused a write (retry later; the writer may reopen the file).
+    pub fn is_storage(&self) -> bool {
+        matches!(self, Self::StorageUnavailable { .. })
+    }
+}
+
 pub type Result<T, E = LedgerError> = std::result::Result<T, E>;

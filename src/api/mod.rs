@@ -67,6 +67,7 @@ pub fn router(state: AppState, max_payload: usize) -> Router {
         .route("/metrics", get(routes::metrics))
         .nest("/v1", v1)
         .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_payload))
         .with_state(state)
 }

@@ -1,167 +1,408 @@
-//! The `deliver` scenario: events published through the engine until every delivery is
-//! recorded `delivered`, against a plain reqwest POST loop to the same receiver with the same
-//! body and concurrency, measured in the same run.
+//! The HTTP scenarios: `baseline`, `deliver`, `retry` and `disk`.
+//!
+//! [`drive`] runs the real service path in-process: a ledger on a temporary file, W webhooks
+//! pointing at the bench's receiver, the engine with its re-drive loop running (as `serve` runs
+//! it), and events published through [`Engine::publish`], either by many concurrent publishers
+//! (the full rate) or paced at a fixed rate (for latency at a known load). It returns once every
+//! delivery is recorded `delivered`, and checks that the records add up: three per happy-path
+//! delivery, two more per refused attempt.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::routing::post;
-use axum::Router;
+use tokio::sync::watch;
 
-use super::{figure, rate, Figure};
+use super::receiver::{self, Tape, BODY};
+use super::{commit, disk, figure, quantile, rate, runtime, Figure, Options};
 use crate::clock::SystemClock;
+use crate::delivery::backoff::RetrySchedule;
 use crate::delivery::engine::{Engine, EngineConfig, Publish};
 use crate::delivery::guard::EgressPolicy;
 use crate::delivery::sender::{Sender, SenderConfig};
 use crate::delivery::signing::Secret;
 use crate::error::{LedgerError, Result};
-use crate::ids::{EventId, WebhookId};
+use crate::ids::WebhookId;
 use crate::ledger::writer::Commit;
 use crate::ledger::Ledger;
 use crate::registry::Change;
 
-const BODY: &str = r#"{"order":{"id":12345,"total":"99.90","currency":"EUR"}}"#;
+/// Share of first attempts the receiver refuses in `retry`.
+const RETRY_FAIL_SHARE: f64 = 0.3;
+/// The shortened backoff of `retry`.
+const RETRY_SCHEDULE: &str = "20ms,20ms,20ms,20ms,20ms,20ms,20ms";
+/// How long the half-rate run publishes for, at most.
+const PACED_FOR: Duration = Duration::from_secs(5);
 
-pub fn run(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| LedgerError::Invalid(format!("cannot start a runtime: {e}")))?;
-    rt.block_on(async {
-        let url = receiver().await?;
+/// One engine run's shape.
+struct Spec {
+    events: usize,
+    webhooks: usize,
+    concurrency: usize,
+    publishers: usize,
+    fail_first: f64,
+    latency: Duration,
+    /// Events per second, or as fast as `publishers` go.
+    pace: Option<f64>,
+    schedule: RetrySchedule,
+}
+
+/// What one engine run did.
+struct Run {
+    elapsed: Duration,
+    deliveries: u64,
+    records: u64,
+    attempts: u64,
+    /// Publish → first attempt at the receiver, nanoseconds, sorted.
+    latencies: Vec<u64>,
+}
+
+pub fn run(
+    dir: &Path,
+    o: &Options,
+    want: &[&str],
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Figure>> {
+    // The commit reference is taken outside the runtime: it blocks on the writer.
+    let commit_ns = if want.contains(&"deliver") {
+        Some(commit::one_commit_ns(dir, 50)?)
+    } else {
+        None
+    };
+    runtime()?.block_on(async {
         let mut figures = Vec::new();
-        for (concurrency, events) in [(1usize, 300usize), (64, 4000), (512, 6000)] {
-            let base = rate(events as u64, baseline(&url, concurrency, events).await?);
-            let path = dir.join(format!("deliver-{concurrency}.duckdb"));
-            let ours = rate(
-                events as u64,
-                deliver(&path, &url, concurrency, events).await?,
+        let mut base = None;
+        if want
+            .iter()
+            .any(|s| ["baseline", "deliver", "retry"].contains(s))
+        {
+            let tape = Arc::new(Tape::new(0, 1, 0.0, o.receiver_latency));
+            let url = format!("{}/hook/0", receiver::start(tape).await?);
+            let r = rate(
+                o.events as u64,
+                receiver::baseline(&url, o.concurrency, o.events).await?,
             );
-            progress(&format!("deliver: concurrency {concurrency} done"));
-            figures.push(figure(
-                "deliver",
-                &format!("plain reqwest loop, concurrency {concurrency} (baseline)"),
-                base,
-                "posts/s",
-                None,
-            ));
-            figures.push(figure(
-                "deliver",
-                &format!("published and delivered, concurrency {concurrency}"),
-                ours,
-                "deliveries/s",
-                Some(ours / base),
-            ));
+            progress(&format!("baseline: {r:.0} posts/s"));
+            base = Some(r);
+            let name = format!("plain reqwest POST loop, concurrency {}", o.concurrency);
+            figures.push(figure("baseline", "rate", &name, r, "posts/s", None));
+        }
+        let spec = |fail_first: f64, schedule: &str| -> Result<Spec> {
+            Ok(Spec {
+                events: o.events,
+                webhooks: o.webhooks.max(1),
+                concurrency: o.concurrency.max(1),
+                publishers: o.publishers.max(1),
+                fail_first,
+                latency: o.receiver_latency,
+                pace: None,
+                schedule: RetrySchedule::parse(schedule)
+                    .map_err(|e| LedgerError::Invalid(e.to_string()))?,
+            })
+        };
+        let mut deliver_db = None;
+        if want.contains(&"deliver") {
+            let path = dir.join("deliver.duckdb");
+            let full = drive(&path, spec(0.0, "5s")?, progress).await?;
+            figures.extend(throughput("deliver", &full, base, o));
+            let commit_ns = commit_ns.unwrap_or(1);
+            let events_per_s = rate(full.deliveries, full.elapsed) / o.webhooks.max(1) as f64 / 2.0;
+            let events = ((events_per_s * PACED_FOR.as_secs_f64()) as usize).clamp(1, o.events);
+            let paced = Spec {
+                events,
+                pace: Some(events_per_s),
+                ..spec(0.0, "5s")?
+            };
+            let half = drive(&dir.join("deliver-half.duckdb"), paced, progress).await?;
+            figures.extend(half_rate(&half, commit_ns));
+            deliver_db = Some((path, full.deliveries));
+        }
+        if want.contains(&"retry") {
+            let path = dir.join("retry.duckdb");
+            let run = drive(&path, spec(RETRY_FAIL_SHARE, RETRY_SCHEDULE)?, progress).await?;
+            figures.extend(throughput("retry", &run, base, o));
+        }
+        if want.contains(&"disk") {
+            let (path, deliveries) = match deliver_db {
+                Some(found) => found,
+                None => {
+                    let path = dir.join("disk.duckdb");
+                    let run = drive(&path, spec(0.0, "5s")?, progress).await?;
+                    (path, run.deliveries)
+                }
+            };
+            figures.extend(disk::figures(dir, &path, deliveries)?);
         }
         Ok(figures)
     })
 }
 
-async fn receiver() -> Result<String> {
-    let app = Router::new().route("/hook", post(|| async { "" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| LedgerError::Invalid(format!("cannot bind the receiver: {e}")))?;
-    let url = format!(
-        "http://{}/hook",
-        listener
-            .local_addr()
-            .map_err(|e| LedgerError::Invalid(e.to_string()))?
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// Rate (with its ratio to the baseline), counts and full-rate latency of one run.
+fn throughput(scenario: &'static str, run: &Run, base: Option<f64>, o: &Options) -> Vec<Figure> {
+    let r = rate(run.deliveries, run.elapsed);
+    let per = |n: u64| n as f64 / run.deliveries.max(1) as f64;
+    let lat = &run.latencies;
+    let shape = format!(
+        "{} webhook(s), {} in flight, {} publishers",
+        o.webhooks, o.concurrency, o.publishers
     );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(url)
+    vec![
+        figure(
+            scenario,
+            "rate",
+            &format!("published → delivered, {shape} (ratio to baseline)"),
+            r,
+            "deliveries/s",
+            base.map(|b| r / b),
+        ),
+        figure(
+            scenario,
+            "delivered",
+            "deliveries recorded delivered",
+            run.deliveries as f64,
+            "deliveries",
+            None,
+        ),
+        figure(
+            scenario,
+            "records_per_delivery",
+            "ledger records per delivery",
+            per(run.records),
+            "records",
+            None,
+        ),
+        figure(
+            scenario,
+            "attempts_per_delivery",
+            "attempts per delivery",
+            per(run.attempts),
+            "attempts",
+            None,
+        ),
+        figure(
+            scenario,
+            "p50",
+            "publish → first attempt at the receiver, full rate, p50",
+            ms(quantile(lat, 0.5)),
+            "ms",
+            None,
+        ),
+        figure(
+            scenario,
+            "p99",
+            "publish → first attempt at the receiver, full rate, p99",
+            ms(quantile(lat, 0.99)),
+            "ms",
+            None,
+        ),
+    ]
 }
 
-/// `total` POSTs from `concurrency` workers with one pooled client.
-async fn baseline(url: &str, concurrency: usize, total: usize) -> Result<Duration> {
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency)
-        .map(|w| {
-            let (client, url) = (client.clone(), url.to_owned());
-            let share = total / concurrency + usize::from(w < total % concurrency);
-            tokio::spawn(async move {
-                for _ in 0..share {
-                    let _ = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(BODY)
-                        .send()
-                        .await
-                        .map(|r| r.status());
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        let _ = w.await;
-    }
-    Ok(started.elapsed())
+/// Latency at half the full rate, against one durable commit measured in the same run.
+fn half_rate(run: &Run, commit_ns: u64) -> Vec<Figure> {
+    let lat = &run.latencies;
+    let r = rate(run.deliveries, run.elapsed);
+    let to_commit = |ns: u64| Some(ns as f64 / commit_ns.max(1) as f64);
+    vec![
+        figure(
+            "deliver",
+            "commit_p50",
+            "one durable commit, p50 (reference for the next three)",
+            ms(commit_ns),
+            "ms",
+            None,
+        ),
+        figure(
+            "deliver",
+            "half_rate",
+            "half rate: deliveries/s achieved",
+            r,
+            "deliveries/s",
+            None,
+        ),
+        figure(
+            "deliver",
+            "half_p50",
+            "half rate: publish → first attempt at the receiver, p50",
+            ms(quantile(lat, 0.5)),
+            "ms",
+            to_commit(quantile(lat, 0.5)),
+        ),
+        figure(
+            "deliver",
+            "half_p99",
+            "half rate: publish → first attempt at the receiver, p99",
+            ms(quantile(lat, 0.99)),
+            "ms",
+            to_commit(quantile(lat, 0.99)),
+        ),
+        figure(
+            "deliver",
+            "half_max",
+            "half rate: publish → first attempt at the receiver, max",
+            ms(lat.last().copied().unwrap_or(0)),
+            "ms",
+            to_commit(lat.last().copied().unwrap_or(0)),
+        ),
+    ]
 }
 
-/// Publishes `total` events from `concurrency` publishers to one webhook and waits until all
-/// are recorded delivered.
-async fn deliver(path: &Path, url: &str, concurrency: usize, total: usize) -> Result<Duration> {
+/// Publishes `spec.events` events through the engine and waits until every delivery is
+/// recorded delivered.
+async fn drive(path: &Path, spec: Spec, progress: &mut dyn FnMut(&str)) -> Result<Run> {
+    let tape = Arc::new(Tape::new(
+        spec.events,
+        spec.webhooks,
+        spec.fail_first,
+        spec.latency,
+    ));
+    let base_url = receiver::start(tape.clone()).await?;
     let clock = Arc::new(SystemClock);
     let ledger = Arc::new(Ledger::open(path, clock.clone())?);
-    let webhook = WebhookId::new();
-    let change = Change::Created {
-        url: url.to_owned(),
-        event_types: vec![],
-        description: None,
-        secret: Secret::generate(),
-    };
+    let changes = (0..spec.webhooks)
+        .map(|w| {
+            let change = Change::Created {
+                url: format!("{base_url}/hook/{w}"),
+                event_types: vec![],
+                description: None,
+                secret: Secret::generate(),
+            };
+            (WebhookId::new(), change)
+        })
+        .collect();
     ledger
         .commit(Commit {
-            changes: vec![(webhook, change)],
+            changes,
             ..Commit::default()
         })
         .await?;
+    let egress = EgressPolicy::parse_allowlist("127.0.0.1")
+        .map_err(|e| LedgerError::Invalid(e.to_string()))?;
     let sender = Sender::new(SenderConfig {
-        egress: Arc::new(
-            EgressPolicy::parse_allowlist("127.0.0.1")
-                .map_err(|e| LedgerError::Invalid(e.to_string()))?,
-        ),
+        egress: Arc::new(egress),
         ..SenderConfig::default()
     })
     .map_err(|e| LedgerError::Invalid(e.to_string()))?;
     let config = EngineConfig {
-        max_in_flight: concurrency,
-        per_webhook: concurrency,
-        ..EngineConfig::default()
+        schedule: spec.schedule.clone(),
+        max_in_flight: spec.concurrency,
+        per_webhook: spec.concurrency,
     };
     let engine = Engine::new(ledger.clone(), sender, clock, config);
-    let payload: serde_json::Value =
-        serde_json::from_str(BODY).map_err(|e| LedgerError::Invalid(e.to_string()))?;
+    let (stop, stopped) = watch::channel(false);
+    let redrive = tokio::spawn(engine.clone().run(stopped));
     let started = Instant::now();
-    let publishers: Vec<_> = (0..concurrency)
-        .map(|p| {
-            let (engine, payload) = (engine.clone(), payload.clone());
-            let share = total / concurrency + usize::from(p < total % concurrency);
-            tokio::spawn(async move {
-                for _ in 0..share {
-                    let req = Publish {
-                        event_id: EventId::new(),
-                        event_type: "order.created".into(),
-                        payload: payload.clone(),
-                    };
-                    engine.publish(req).await?;
-                }
-                Ok::<_, LedgerError>(())
-            })
-        })
-        .collect();
+    let publishers = publish(&engine, &tape, &spec);
     for p in publishers {
         p.await.map_err(|e| LedgerError::Invalid(e.to_string()))??;
     }
-    engine.drain().await;
+    let deliveries = (spec.events * spec.webhooks) as u64;
+    wait_delivered(&ledger, deliveries, progress).await?;
     let elapsed = started.elapsed();
-    let delivered = ledger.state().counts().delivered;
-    if delivered != total as u64 {
+    let _ = stop.send(true);
+    let _ = redrive.await;
+    let records = ledger.shared().read_projection().last_seq();
+    let refused = tape.refused.load(Ordering::Relaxed);
+    if records != 3 * deliveries + 2 * refused {
         return Err(LedgerError::Invalid(format!(
-            "deliver: {delivered} of {total} deliveries were delivered"
+            "{records} records for {deliveries} deliveries and {refused} refused attempts"
         )));
     }
-    Ok(elapsed)
+    Ok(Run {
+        elapsed,
+        deliveries,
+        records,
+        attempts: tape.attempts.load(Ordering::Relaxed),
+        latencies: tape.latencies(spec.events),
+    })
+}
+
+/// Starts the publishers: `spec.publishers` closed loops, or one pacer spawning a publish at
+/// each tick of `spec.pace`.
+fn publish(
+    engine: &Arc<Engine>,
+    tape: &Arc<Tape>,
+    spec: &Spec,
+) -> Vec<tokio::task::JoinHandle<Result<()>>> {
+    let payload: serde_json::Value = serde_json::from_str(BODY).unwrap_or_default();
+    let one = move |engine: Arc<Engine>, tape: Arc<Tape>, payload: serde_json::Value, i| async move {
+        tape.mark_published(i);
+        let req = Publish {
+            event_id: tape.event_id(i),
+            event_type: "order.created".into(),
+            payload,
+        };
+        engine.publish(req).await.map(|_| ())
+    };
+    let total = spec.events;
+    if let Some(pace) = spec.pace {
+        let (engine, tape) = (engine.clone(), tape.clone());
+        let pacer = tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut running = Vec::with_capacity(total);
+            for i in 0..total {
+                tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / pace)).await;
+                running.push(tokio::spawn(one(
+                    engine.clone(),
+                    tape.clone(),
+                    payload.clone(),
+                    i,
+                )));
+            }
+            for r in running {
+                r.await.map_err(|e| LedgerError::Invalid(e.to_string()))??;
+            }
+            Ok(())
+        });
+        return vec![pacer];
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    (0..spec.publishers)
+        .map(|_| {
+            let (engine, tape, next) = (engine.clone(), tape.clone(), next.clone());
+            let payload = payload.clone();
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return Ok(());
+                    }
+                    one(engine.clone(), tape.clone(), payload.clone(), i).await?;
+                }
+            })
+        })
+        .collect()
+}
+
+/// Waits until `deliveries` are recorded delivered; fails if nothing moves for 30 s.
+async fn wait_delivered(
+    ledger: &Ledger,
+    deliveries: u64,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let mut last = (0, Instant::now());
+    let mut told = Instant::now();
+    loop {
+        let delivered = ledger.shared().read_projection().counts().delivered;
+        if delivered >= deliveries {
+            return Ok(());
+        }
+        if delivered != last.0 {
+            last = (delivered, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(30) {
+            return Err(LedgerError::Invalid(format!(
+                "stalled at {delivered} of {deliveries} deliveries delivered"
+            )));
+        }
+        if told.elapsed() > Duration::from_secs(3) {
+            told = Instant::now();
+            progress(&format!("  {delivered} of {deliveries} delivered"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -2,61 +2,152 @@
 //! a baseline measured in the same run (the machine is shared and noisy, so ratios travel and
 //! absolute numbers do not).
 //!
-//! Scenarios so far: `rebuild` (fold a log of N records vs. merely fetching the same rows),
-//! `append` (publish throughput through the group-committing writer at 1, 16 and 256
-//! concurrent callers vs. one caller) and `deliver` (published events delivered to a local
-//! receiver vs. a plain reqwest POST loop at the same concurrency).
+//! Every scenario starts what it needs itself: a temporary database and, where HTTP is
+//! involved, an in-process receiver on 127.0.0.1 ([`receiver`]).
+//!
+//! | scenario | what it measures | module |
+//! |---|---|---|
+//! | `baseline` | a plain reqwest POST loop to the receiver: this machine's limit | [`receiver`] |
+//! | `deliver` | publish → recorded `delivered`, vs. `baseline`; publish→receiver latency at full and half rate | [`deliver`] |
+//! | `retry` | the same with 30 % of first attempts answered 500 and a short backoff | [`deliver`] |
+//! | `disk` | ledger bytes per happy-path delivery | [`disk`] |
+//! | `rebuild` | folding N records vs. fetching them; memory after the fold | [`rebuild`] |
+//! | `commit` | one durable commit of a few rows; group commit under concurrent publishers | [`commit`] |
+//! | `due` | taking the 100 earliest due with 10 k vs. 1 M pending; projection memory | [`due`] |
+//!
+//! Each [`Figure`] has a stable `id` (for `--json` consumers and the tests) and, where the
+//! figure has a same-run baseline or target reference, the ratio to it. Scenarios check their
+//! own counts (every delivery delivered, records add up) and fail rather than print a figure
+//! from a run that went wrong.
 
+mod commit;
 mod deliver;
+mod disk;
+mod due;
+mod rebuild;
+mod receiver;
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::clock::SystemClock;
-use crate::error::Result;
-use crate::ids::{DeliveryKey, EventId, WebhookId};
-use crate::ledger::record::{NewRecord, RecordBody};
-use crate::ledger::writer::{Commit, NewEvent};
-use crate::ledger::{fold_records, Ledger};
-use crate::store::duck::{DuckStore, OpenMode};
-use crate::store::Store;
+use crate::error::{LedgerError, Result};
+
+/// The scenario names `--scenario` accepts (`all` runs every one).
+pub const SCENARIOS: &[&str] = &[
+    "baseline", "deliver", "retry", "rebuild", "commit", "due", "disk", "all",
+];
+
+/// What to run, and at what size.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub scenario: String,
+    /// Rebuild sizes, in records (one fold per size).
+    pub records: Vec<u64>,
+    /// Events published by `deliver`, `retry` and `disk`, and POSTs made by `baseline`.
+    pub events: usize,
+    /// Webhooks every event fans out to.
+    pub webhooks: usize,
+    /// Attempts in flight at once (and the baseline's concurrent POSTs).
+    pub concurrency: usize,
+    /// Concurrent publishers in the full-rate run (more publishers, larger group commits).
+    pub publishers: usize,
+    /// How long the receiver waits before answering.
+    pub receiver_latency: Duration,
+    /// Pending-queue sizes for `due` (the first is the reference for the ratio).
+    pub pending: Vec<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            scenario: "all".into(),
+            records: vec![1_000_000],
+            events: 200_000,
+            webhooks: 1,
+            concurrency: 64,
+            publishers: 512,
+            receiver_latency: Duration::ZERO,
+            pending: vec![10_000, 1_000_000],
+        }
+    }
+}
+
+impl Options {
+    /// Small sizes that finish in a second or two: for tests of the scenarios' logic.
+    pub fn small(scenario: &str) -> Self {
+        Self {
+            scenario: scenario.into(),
+            records: vec![30_000],
+            events: 1_000,
+            webhooks: 1,
+            concurrency: 16,
+            publishers: 64,
+            receiver_latency: Duration::ZERO,
+            pending: vec![1_000, 10_000],
+        }
+    }
+}
 
 /// One measured figure.
 #[derive(Clone, Debug, Serialize)]
 pub struct Figure {
     pub scenario: &'static str,
+    /// A stable key, e.g. `deliver.rate`.
+    pub id: String,
     pub name: String,
     pub value: f64,
     pub unit: &'static str,
-    /// The figure divided by the run's baseline for it, where there is one.
+    /// The figure divided by its reference in the same run (named in `name`), where there is one.
     pub ratio: Option<f64>,
 }
 
-/// Runs the named scenario (`rebuild`, `append` or `all`) and returns its figures.
-pub fn run(scenario: &str, records: u64, progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
+/// Runs the chosen scenario (or all of them) and returns the figures. Progress lines go to
+/// `progress`.
+pub fn run(options: &Options, progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
     let dir = tempdir()?;
-    let mut figures = Vec::new();
-    if matches!(scenario, "rebuild" | "all") {
-        figures.extend(rebuild(&dir.join("rebuild.duckdb"), records, progress)?);
-    }
-    if matches!(scenario, "append" | "all") {
-        figures.extend(append(&dir, progress)?);
-    }
-    if matches!(scenario, "deliver" | "all") {
-        figures.extend(deliver::run(&dir, progress)?);
-    }
+    let result = run_in(&dir, options, progress);
     let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_in(
+    dir: &std::path::Path,
+    o: &Options,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Figure>> {
+    let wants = |name: &str| o.scenario == name || o.scenario == "all";
+    if !SCENARIOS.contains(&o.scenario.as_str()) {
+        return Err(LedgerError::Invalid(format!(
+            "unknown scenario `{}`; one of {}",
+            o.scenario,
+            SCENARIOS.join(", ")
+        )));
+    }
+    let mut figures = Vec::new();
+    // `due` first: its memory figure is an RSS delta, cleanest before other scenarios have
+    // grown and freed the heap.
+    if wants("due") {
+        figures.extend(due::run(&o.pending, progress)?);
+    }
+    if wants("commit") {
+        figures.extend(commit::run(dir, progress)?);
+    }
+    if wants("rebuild") {
+        figures.extend(rebuild::run(dir, &o.records, progress)?);
+    }
+    let http = ["baseline", "deliver", "retry", "disk"];
+    if http.iter().any(|s| wants(s)) {
+        let want: Vec<&str> = http.into_iter().filter(|s| wants(s)).collect();
+        figures.extend(deliver::run(dir, o, &want, progress)?);
+    }
     Ok(figures)
 }
 
 fn tempdir() -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("hookledger-bench-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        crate::LedgerError::Invalid(format!("cannot create {}: {e}", dir.display()))
-    })?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| LedgerError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
     Ok(dir)
 }
 
@@ -64,94 +155,9 @@ pub(crate) fn rate(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
-/// Happy-path deliveries: per delivery `enqueued`, `attempted`, `delivered`.
-fn fill(path: &Path, records: u64, progress: &mut dyn FnMut(&str)) -> Result<u64> {
-    let ledger = Ledger::open(path, Arc::new(SystemClock))?;
-    let webhook = WebhookId::new();
-    let per_commit = 1000;
-    let mut written = 0;
-    while written < records {
-        let keys: Vec<DeliveryKey> = (0..per_commit)
-            .map(|_| DeliveryKey::new(webhook, EventId::new()))
-            .collect();
-        let now = chrono::Utc::now();
-        let events = keys
-            .iter()
-            .map(|k| NewEvent {
-                event_id: k.event_id,
-                event_type: "bench".into(),
-                body: b"{}".to_vec(),
-            })
-            .collect();
-        let mut first = Vec::with_capacity(keys.len() * 2);
-        for k in &keys {
-            first.push(NewRecord::new(*k, RecordBody::Enqueued { due_at: now }));
-            first.push(NewRecord::new(*k, RecordBody::Attempted { attempt: 1 }));
-        }
-        ledger.commit_blocking(Commit {
-            events,
-            records: first,
-            ..Commit::default()
-        })?;
-        let done = keys
-            .iter()
-            .map(|k| {
-                let body = RecordBody::Delivered {
-                    attempt: 1,
-                    status: 200,
-                    duration_ms: 1,
-                };
-                NewRecord::new(*k, body)
-            })
-            .collect();
-        ledger.commit_blocking(Commit {
-            records: done,
-            ..Commit::default()
-        })?;
-        written += per_commit as u64 * 3;
-        if written % 300_000 == 0 {
-            progress(&format!("rebuild: wrote {written} records"));
-        }
-    }
-    ledger.close();
-    Ok(written)
-}
-
-fn rebuild(path: &Path, records: u64, progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
-    let written = fill(path, records, progress)?;
-    let store = DuckStore::open(path, OpenMode::ReadOnly)?;
-    let started = Instant::now();
-    let mut fetched = 0u64;
-    store.scan_records(1, u64::MAX, &mut |_| {
-        fetched += 1;
-        Ok(())
-    })?;
-    let fetch = rate(fetched, started.elapsed());
-    let started = Instant::now();
-    let projection = fold_records(&store, u64::MAX)?;
-    let fold = rate(projection.last_seq(), started.elapsed());
-    let disk = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    Ok(vec![
-        figure("rebuild", "fetch only (baseline)", fetch, "records/s", None),
-        figure(
-            "rebuild",
-            &format!("fold {written} records"),
-            fold,
-            "records/s",
-            Some(fold / fetch),
-        ),
-        figure(
-            "rebuild",
-            "database bytes per record",
-            disk as f64 / written as f64,
-            "bytes",
-            None,
-        ),
-    ])
-}
-
 pub(crate) fn figure(
     scenario: &'static str,
+    id: &str,
     name: &str,
     value: f64,
     unit: &'static str,
@@ -159,6 +165,7 @@ pub(crate) fn figure(
 ) -> Figure {
     Figure {
         scenario,
+        id: format!("{scenario}.{id}"),
         name: name.to_owned(),
         value,
         unit,
@@ -166,85 +173,55 @@ pub(crate) fn figure(
     }
 }
 
-/// Publishes from `callers` threads, `per_caller` events each (one event + one `enqueued`).
-fn publish_load(ledger: &Arc<Ledger>, callers: usize, per_caller: usize) -> Result<Duration> {
-    let webhook = WebhookId::new();
-    let started = Instant::now();
-    let threads: Vec<_> = (0..callers)
-        .map(|_| {
-            let ledger = ledger.clone();
-            std::thread::spawn(move || -> Result<()> {
-                for _ in 0..per_caller {
-                    let key = DeliveryKey::new(webhook, EventId::new());
-                    ledger.commit_blocking(Commit {
-                        events: vec![NewEvent {
-                            event_id: key.event_id,
-                            event_type: "bench".into(),
-                            body: b"{}".to_vec(),
-                        }],
-                        records: vec![NewRecord::new(
-                            key,
-                            RecordBody::Enqueued {
-                                due_at: chrono::Utc::now(),
-                            },
-                        )],
-                        ..Commit::default()
-                    })?;
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join()
-            .map_err(|_| crate::LedgerError::Invalid("a bench thread panicked".into()))??;
+/// The `q` quantile (0..=1) of sorted values, nearest rank.
+pub(crate) fn quantile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
     }
-    Ok(started.elapsed())
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
 }
 
-fn append(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
-    let mut figures = Vec::new();
-    let mut baseline = None;
-    for callers in [1usize, 16, 256] {
-        let path = dir.join(format!("append-{callers}.duckdb"));
-        let ledger = Arc::new(Ledger::open(&path, Arc::new(SystemClock))?);
-        let per_caller = (4096 / callers).clamp(4, 400);
-        let elapsed = publish_load(&ledger, callers, per_caller)?;
-        let commits = (callers * per_caller) as u64;
-        let batches = ledger.reader()?.links()?.len() as f64;
-        let r = rate(commits, elapsed);
-        let base = *baseline.get_or_insert(r);
-        progress(&format!("append: {callers} callers done"));
-        figures.push(figure(
-            "append",
-            &format!("{callers} concurrent publishers (2 rows each)"),
-            r,
-            "commits/s",
-            Some(r / base),
-        ));
-        figures.push(figure(
-            "append",
-            &format!("{callers} concurrent publishers: commits per transaction"),
-            commits as f64 / batches.max(1.0),
-            "commits",
-            None,
-        ));
-    }
-    Ok(figures)
+/// This process's resident memory in bytes (`VmRSS` from /proc/self/status; 0 where there is
+/// no /proc).
+pub(crate) fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LedgerError::Invalid(format!("cannot start a runtime: {e}")))
 }
 
 /// The figures as a table.
 pub fn render(figures: &[Figure]) -> String {
     let mut out = format!(
-        "{:<10} {:<55} {:>14} {:<10} {:>8}\n",
+        "{:<9} {:<66} {:>14} {:<12} {:>8}\n",
         "scenario", "figure", "value", "unit", "ratio"
     );
     for f in figures {
         let ratio = f.ratio.map_or(String::new(), |r| format!("{r:.3}x"));
+        let value = if f.value.abs() >= 100.0 || f.value == f.value.trunc() {
+            format!("{:.0}", f.value)
+        } else {
+            format!("{:.2}", f.value)
+        };
         out.push_str(&format!(
-            "{:<10} {:<55} {:>14.1} {:<10} {:>8}\n",
-            f.scenario, f.name, f.value, f.unit, ratio
+            "{:<9} {:<66} {:>14} {:<12} {:>8}\n",
+            f.scenario, f.name, value, f.unit, ratio
         ));
     }
     out
+}
+
+/// The figure with this id, for callers that check a run (the tests).
+pub fn find<'a>(figures: &'a [Figure], id: &str) -> Option<&'a Figure> {
+    figures.iter().find(|f| f.id == id)
 }

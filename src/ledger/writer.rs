@@ -9,7 +9,12 @@
 //!
 //! A commit the disk refuses is answered `StorageUnavailable` and leaves no trace in memory;
 //! `reopen.rs` covers how the writer carries on after one.
+//!
+//! A repeated event id is refused by the primary key on `events` (the whole transaction fails
+//! and nothing is written); the writer then looks the batch's events up, refuses the repeated
+//! ones alone (answering whether the body was the same), and commits the rest.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
@@ -102,47 +107,79 @@ impl Writer {
         }
     }
 
+    /// Stages, commits and answers one batch. A publish almost always carries a new event id,
+    /// so the batch is first staged without looking its events up (a query whose parse and
+    /// plan cost grows with the batch). Two cases then need the stored events: a commit the
+    /// primary key on `events` refused (a repeated id; nothing was written), and requests with
+    /// events that staging refused (a repeated id of a delivery still live looks like a second
+    /// `enqueued`). Those go through [`Writer::with_lookup`], as before the optimisation.
     fn process(&mut self, requests: Vec<Request>) {
         if let Err(reason) = self.ensure_open() {
             super::reopen::refuse(requests, &reason);
             return;
         }
         let now = self.now();
+        let (staged, deferred) = self.stage(requests, None);
+        if !staged.is_empty() {
+            let (batch, records, changes) = self.build(&staged, now);
+            match self.store.commit(&batch) {
+                Ok(()) => self.acknowledge(staged, &batch, &records, &changes, now),
+                // A refused commit with events may be a repeated event id (the primary key):
+                // look the events up and commit the rest. A failing disk is no such case.
+                Err(e) if !batch.events.is_empty() && !e.is_storage() => {
+                    let mut all: Vec<Request> = staged.into_iter().map(|s| s.request).collect();
+                    all.extend(deferred);
+                    return self.with_lookup(all, Some(e));
+                }
+                Err(e) => self.fail(staged.into_iter().map(|s| s.request), e),
+            }
+        }
+        if !deferred.is_empty() {
+            self.with_lookup(deferred, None);
+        }
+    }
+
+    /// Stages `requests` against the stored events among theirs (a repeated event is refused
+    /// alone, answering whether its body was the same) and commits the rest. After a refused
+    /// commit (`error`) with no stored event to explain it, the batch fails as a whole.
+    fn with_lookup(&mut self, requests: Vec<Request>, error: Option<LedgerError>) {
         let existing = self.existing_events(&requests);
-        let staged = {
-            let projection = self.shared.read_projection();
-            let registry = self.shared.read_registry();
-            stage_all(requests, &projection, &registry, &existing)
-        };
+        if let (Some(e), true) = (error, existing.is_empty()) {
+            return self.fail(requests, e);
+        }
+        let now = self.now();
+        let (staged, _) = self.stage(requests, Some(&existing));
         if staged.is_empty() {
             return;
         }
         let (batch, records, changes) = self.build(&staged, now);
-        if let Err(e) = self.store.commit(&batch) {
-            tracing::error!(error = %e, "ledger commit failed; nothing of this batch was acknowledged");
-            let storage = matches!(e, LedgerError::StorageUnavailable { .. });
-            let message = match e {
-                LedgerError::StorageUnavailable { reason } => reason,
-                other => other.to_string(),
-            };
-            if storage {
-                self.shared.set_storage_error(Some(message.clone()));
-            }
-            self.check_store(&message);
-            for s in staged {
-                let error = if storage {
-                    LedgerError::StorageUnavailable {
-                        reason: message.clone(),
-                    }
-                } else {
-                    LedgerError::CommitFailed(message.clone())
-                };
-                let _ = s.request.reply.send(Err(error));
-            }
-            return;
+        match self.store.commit(&batch) {
+            Ok(()) => self.acknowledge(staged, &batch, &records, &changes, now),
+            Err(e) => self.fail(staged.into_iter().map(|s| s.request), e),
         }
+    }
+
+    fn stage(
+        &self,
+        requests: Vec<Request>,
+        existing: Option<&[StoredEvent]>,
+    ) -> (Vec<Staged>, Vec<Request>) {
+        let projection = self.shared.read_projection();
+        let registry = self.shared.read_registry();
+        stage_all(requests, &projection, &registry, existing)
+    }
+
+    /// The batch is durable: fold it in, then answer each caller with its seqs.
+    fn acknowledge(
+        &mut self,
+        staged: Vec<Staged>,
+        batch: &CommitBatch,
+        records: &[Record],
+        changes: &[ChangeRecord],
+        now: Timestamp,
+    ) {
         self.shared.set_storage_error(None);
-        self.publish(&batch, &records, &changes);
+        self.publish(batch, records, changes);
         let mut next = records.iter().map(|r| r.seq);
         let mut next_change = changes.iter().map(|c| c.seq);
         for s in staged {
@@ -156,6 +193,32 @@ impl Writer {
                 recorded_at: now,
             };
             let _ = s.request.reply.send(Ok(receipt));
+        }
+    }
+
+    /// Answers every request of a refused batch: `StorageUnavailable` when the disk refused it
+    /// (remembered for `/healthz` until a commit succeeds), `CommitFailed` otherwise. Then the
+    /// writer checks that its store still answers (see `reopen.rs`).
+    fn fail(&mut self, requests: impl IntoIterator<Item = Request>, error: LedgerError) {
+        tracing::error!(error = %error, "ledger commit failed; nothing of this batch was acknowledged");
+        let storage = error.is_storage();
+        let message = match error {
+            LedgerError::StorageUnavailable { reason } => reason,
+            other => other.to_string(),
+        };
+        if storage {
+            self.shared.set_storage_error(Some(message.clone()));
+        }
+        self.check_store(&message);
+        for r in requests {
+            let error = if storage {
+                LedgerError::StorageUnavailable {
+                    reason: message.clone(),
+                }
+            } else {
+                LedgerError::CommitFailed(message.clone())
+            };
+            let _ = r.reply.send(Err(error));
         }
     }
 
@@ -275,19 +338,23 @@ impl Writer {
 }
 
 /// Checks every request in arrival order against the projection plus what earlier requests of
-/// the batch staged. A refused request is answered at once and leaves no trace in the batch.
+/// the batch staged. A refused request is answered at once and leaves no trace in the batch;
+/// without `existing` (the stored events, not looked up), a refused request that carries events
+/// is returned unanswered instead, for a check against the stored events.
 fn stage_all(
     requests: Vec<Request>,
     projection: &super::projection::Projection,
     registry: &Registry,
-    existing: &[StoredEvent],
-) -> Vec<Staged> {
+    existing: Option<&[StoredEvent]>,
+) -> (Vec<Staged>, Vec<Request>) {
     let mut staged: Vec<Staged> = Vec::new();
+    let mut deferred = Vec::new();
     let mut staging = Staging::new(projection);
     let mut registry = registry.clone();
-    let mut seen_events: Vec<EventId> = existing.iter().map(|e| e.event_id).collect();
+    let stored = existing.unwrap_or_default();
+    let mut seen_events: HashSet<EventId> = stored.iter().map(|e| e.event_id).collect();
     for request in requests {
-        let checked = check_events(&request.commit, existing, &seen_events)
+        let checked = check_events(&request.commit, stored, &seen_events)
             .and_then(|()| stage_one(&request.commit, &mut staging, &mut registry));
         match checked {
             Ok((records, parked)) => {
@@ -299,7 +366,11 @@ fn stage_all(
                 });
             }
             Err(e) => {
-                let _ = request.reply.send(Err(e));
+                if existing.is_none() && !request.commit.events.is_empty() {
+                    deferred.push(request);
+                } else {
+                    let _ = request.reply.send(Err(e));
+                }
                 // Rebuild the staging from the accepted requests only.
                 staging = Staging::new(projection);
                 for s in &staged {
@@ -310,10 +381,10 @@ fn stage_all(
             }
         }
     }
-    staged
+    (staged, deferred)
 }
 
-fn check_events(commit: &Commit, existing: &[StoredEvent], seen: &[EventId]) -> Result<()> {
+fn check_events(commit: &Commit, existing: &[StoredEvent], seen: &HashSet<EventId>) -> Result<()> {
     for (i, e) in commit.events.iter().enumerate() {
         let dup_here = commit.events[..i].iter().any(|o| o.event_id == e.event_id);
         if let Some(old) = existing.iter().find(|o| o.event_id == e.event_id) {

@@ -3,6 +3,7 @@
 mod common;
 
 mod audit;
+mod bench;
 mod cli;
 mod crash_cycles;
 mod durability;

@@ -125,6 +125,33 @@ fn one_refused_commit_does_not_disturb_the_others_in_its_batch() {
 }
 
 #[test]
+fn a_repeated_event_in_a_batch_is_refused_alone_and_the_rest_of_the_batch_commits() {
+    let t = TestLedger::new();
+    t.publish(1, &[webhook(1)]).unwrap();
+    // Submitted without waiting, so the writer takes them as one batch: the primary key
+    // refuses the first try, and the batch is committed again without the repeated event.
+    let now = t.now();
+    let new_a = t.ledger().submit(publish_commit(2, &[webhook(1)], now));
+    let again = t.ledger().submit(publish_commit(1, &[webhook(1)], now));
+    let new_b = t.ledger().submit(publish_commit(3, &[webhook(1)], now));
+    assert!(new_a.blocking_recv().unwrap().is_ok());
+    let err = again.blocking_recv().unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::EventExists {
+                same_body: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(new_b.blocking_recv().unwrap().is_ok());
+    assert_eq!(t.ledger().state().counts().pending, 3);
+    assert!(t.ledger().verify().unwrap().ok());
+}
+
+#[test]
 fn concurrent_callers_share_commits_and_get_gapless_seqs() {
     let t = Arc::new(TestLedger::new());
     let threads = 32;

@@ -197,6 +197,29 @@ impl DuckStore {
         Ok(())
     }
 
+    /// Everything of one batch, inside the transaction [`DuckStore::commit_batch`] opened.
+    fn append_batch(&self, batch: &CommitBatch) -> duckdb::Result<()> {
+        self.append_events(&batch.events)?;
+        self.append_records(&batch.records)?;
+        if let Some((link, committed_at)) = &batch.link {
+            self.conn
+                .prepare_cached("INSERT INTO ledger_batches VALUES (?, ?, ?, ?)")?
+                .execute(params![
+                    link.first_seq as i64,
+                    link.last_seq as i64,
+                    ts(committed_at.timestamp_micros()),
+                    link.hash.to_vec()
+                ])?;
+        }
+        self.append_changes(&batch.changes)?;
+        for (name, value) in &batch.settings {
+            self.conn
+                .prepare_cached("INSERT OR REPLACE INTO settings VALUES (?, ?)")?
+                .execute(params![name, value])?;
+        }
+        Ok(())
+    }
+
     fn append_events(&self, events: &[StoredEvent]) -> duckdb::Result<()> {
         let mut app = self.conn.appender("events")?;
         for e in events {
@@ -276,29 +299,19 @@ fn commit_error(e: duckdb::Error) -> LedgerError {
 }
 
 impl DuckStore {
+    /// One batch in one transaction. BEGIN, COMMIT and the link's INSERT are prepared once
+    /// per connection: parsing and planning them on every commit cost the writer more than
+    /// appending the batch's rows.
     fn commit_batch(&self, batch: &CommitBatch) -> duckdb::Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
-        self.append_events(&batch.events)?;
-        self.append_records(&batch.records)?;
-        if let Some((link, committed_at)) = &batch.link {
-            tx.execute(
-                "INSERT INTO ledger_batches VALUES (?, ?, ?, ?)",
-                params![
-                    link.first_seq as i64,
-                    link.last_seq as i64,
-                    ts(committed_at.timestamp_micros()),
-                    link.hash.to_vec()
-                ],
-            )?;
+        self.conn.prepare_cached("BEGIN TRANSACTION")?.execute([])?;
+        let committed = self
+            .append_batch(batch)
+            .and_then(|()| self.conn.prepare_cached("COMMIT")?.execute([]).map(|_| ()));
+        if committed.is_err() {
+            // Nothing of the batch stays; a failed COMMIT has already ended the transaction.
+            let _ = self.conn.execute_batch("ROLLBACK");
         }
-        self.append_changes(&batch.changes)?;
-        for (name, value) in &batch.settings {
-            tx.execute(
-                "INSERT OR REPLACE INTO settings VALUES (?, ?)",
-                params![name, value],
-            )?;
-        }
-        tx.commit()
+        committed
     }
 }
 

@@ -1,0 +1,140 @@
+//! The `commit` scenario: what one durable commit costs on this disk (the physical floor under
+//! publish latency), and how group commit shares it among concurrent publishers.
+//!
+//! A "publish-sized" commit is what a publish to one webhook appends: one event row and two
+//! ledger records (`enqueued`, `attempted`), through the ledger's writer.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{figure, quantile, rate, Figure};
+use crate::clock::SystemClock;
+use crate::error::{LedgerError, Result};
+use crate::ids::{DeliveryKey, EventId, WebhookId};
+use crate::ledger::record::{NewRecord, RecordBody};
+use crate::ledger::writer::{Commit, NewEvent};
+use crate::ledger::Ledger;
+use crate::store::Store;
+
+/// Sequential commits timed for the latency figures.
+const SAMPLES: usize = 200;
+
+pub fn run(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
+    let durable = commit_latency(&dir.join("commit.duckdb"), SAMPLES)?;
+    progress("commit: sequential commits done");
+    let p50 = quantile(&durable, 0.5) as f64 / 1e6;
+    let mut figures = vec![
+        figure(
+            "commit",
+            "p50",
+            "one durable commit (1 event + 2 records), p50",
+            p50,
+            "ms",
+            None,
+        ),
+        figure(
+            "commit",
+            "p99",
+            "one durable commit (1 event + 2 records), p99",
+            quantile(&durable, 0.99) as f64 / 1e6,
+            "ms",
+            None,
+        ),
+    ];
+    let single = 1000.0 / p50.max(1e-9);
+    for callers in [16usize, 256] {
+        let path = dir.join(format!("group-{callers}.duckdb"));
+        let ledger = Arc::new(Ledger::open(&path, Arc::new(SystemClock))?);
+        let per_caller = (8192 / callers).clamp(4, 400);
+        let elapsed = publish_load(&ledger, callers, per_caller)?;
+        let commits = (callers * per_caller) as u64;
+        let transactions = ledger.reader()?.links()?.len() as f64;
+        let r = rate(commits, elapsed);
+        progress(&format!("commit: {callers} concurrent publishers done"));
+        figures.push(figure(
+            "commit",
+            &format!("group_{callers}"),
+            &format!("{callers} concurrent publishers (ratio to one at a time)"),
+            r,
+            "commits/s",
+            Some(r / single),
+        ));
+        figures.push(figure(
+            "commit",
+            &format!("group_{callers}_size"),
+            &format!("{callers} concurrent publishers: commits per transaction"),
+            commits as f64 / transactions.max(1.0),
+            "commits",
+            None,
+        ));
+    }
+    Ok(figures)
+}
+
+/// The median durable commit of a publish-sized commit, in a fresh database, in nanoseconds:
+/// the reference for publish latency (used by `deliver` in the same run too).
+pub fn one_commit_ns(dir: &Path, samples: usize) -> Result<u64> {
+    let durable = commit_latency(&dir.join("commit-reference.duckdb"), samples)?;
+    Ok(quantile(&durable, 0.5))
+}
+
+/// `samples` sequential publish-sized commits; their latencies in nanoseconds, sorted.
+fn commit_latency(path: &Path, samples: usize) -> Result<Vec<u64>> {
+    let ledger = Ledger::open(path, Arc::new(SystemClock))?;
+    let webhook = WebhookId::new();
+    let mut took = Vec::with_capacity(samples);
+    for i in 0..samples + 10 {
+        let started = Instant::now();
+        ledger.commit_blocking(publish_commit(webhook))?;
+        // The first few warm the connection, the appenders and the file.
+        if i >= 10 {
+            took.push(started.elapsed().as_nanos() as u64);
+        }
+    }
+    took.sort_unstable();
+    Ok(took)
+}
+
+fn publish_commit(webhook: WebhookId) -> Commit {
+    let key = DeliveryKey::new(webhook, EventId::new());
+    Commit {
+        events: vec![NewEvent {
+            event_id: key.event_id,
+            event_type: "bench".into(),
+            body: br#"{"order":{"id":12345}}"#.to_vec(),
+        }],
+        records: vec![
+            NewRecord::new(
+                key,
+                RecordBody::Enqueued {
+                    due_at: chrono::Utc::now(),
+                },
+            ),
+            NewRecord::new(key, RecordBody::Attempted { attempt: 1 }),
+        ],
+        ..Commit::default()
+    }
+}
+
+/// Publishes from `callers` threads, `per_caller` publish-sized commits each.
+fn publish_load(ledger: &Arc<Ledger>, callers: usize, per_caller: usize) -> Result<Duration> {
+    let webhook = WebhookId::new();
+    let started = Instant::now();
+    let threads: Vec<_> = (0..callers)
+        .map(|_| {
+            let ledger = ledger.clone();
+            std::thread::spawn(move || -> Result<()> {
+                for _ in 0..per_caller {
+                    ledger.commit_blocking(publish_commit(webhook))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join()
+            .map_err(|_| LedgerError::Invalid("a bench thread panicked".into()))??;
+    }
+    Ok(started.elapsed())
+}
