@@ -29,12 +29,15 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::backoff::RetrySchedule;
+use super::bodies::WaitingBodies;
+use super::outcome::local_failure;
+pub use super::outcome::outcome_records;
 use super::sender::{Attempt, Outcome, Sender};
 use crate::clock::Clock;
 use crate::error::{LedgerError, Result};
 use crate::ids::{DeliveryKey, EventId, WebhookId};
 use crate::ledger::projection::Live;
-use crate::ledger::record::{ErrorClass, Failure, NewRecord, RecordBody, Terminal, Timestamp};
+use crate::ledger::record::{ErrorClass, NewRecord, RecordBody, Terminal, Timestamp};
 use crate::ledger::writer::{Commit, NewEvent};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -103,6 +106,9 @@ pub struct Engine {
     stopping: AtomicBool,
     /// Attempt outcomes and latencies, for `/metrics`.
     metrics: Metrics,
+    /// Bodies of published deliveries that wait for a permit (std Mutex: held for map
+    /// operations only, never across an await).
+    waiting: Mutex<WaitingBodies>,
 }
 
 impl Engine {
@@ -123,6 +129,7 @@ impl Engine {
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
             metrics: Metrics::new(),
+            waiting: Mutex::new(WaitingBodies::default()),
         })
     }
 
@@ -163,14 +170,22 @@ impl Engine {
             (&webhooks, &attempting),
             now,
         );
-        match self.ledger.commit(commit).await {
+        // Kept before the commit, so a re-drive pass that starts a waiting delivery right
+        // after it finds the body.
+        let body = Arc::new(body);
+        let waiting = webhooks.len() - attempting.len();
+        self.waiting_bodies().keep(req.event_id, &body, waiting);
+        let committed = self.ledger.commit(commit).await;
+        if committed.is_err() {
+            self.waiting_bodies().forget(req.event_id);
+        }
+        match committed {
             Ok(_) => {}
             Err(LedgerError::EventExists {
                 same_body: true, ..
             }) => return self.original(req.event_id).await,
             Err(e) => return Err(e),
         }
-        let body = Arc::new(body);
         for (key, permits) in first_attempts {
             self.spawn_attempt(key, 1, body.clone(), permits);
         }
@@ -314,15 +329,36 @@ impl Engine {
         })
     }
 
-    async fn bodies(&self, mut ids: Vec<EventId>) -> Result<HashMap<EventId, Arc<Vec<u8>>>> {
-        ids.sort_unstable();
-        ids.dedup();
+    /// The body of each delivery starting now (one id per delivery): kept since its publish,
+    /// or read back from the events table.
+    async fn bodies(&self, ids: Vec<EventId>) -> Result<HashMap<EventId, Arc<Vec<u8>>>> {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let mut waiting = self.waiting_bodies();
+            for id in ids {
+                match waiting.take(id) {
+                    Some(body) => {
+                        found.insert(id, body);
+                    }
+                    None if !found.contains_key(&id) => missing.push(id),
+                    None => {}
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        missing.sort_unstable();
+        missing.dedup();
         let reader = self.ledger.reader()?;
-        let events = blocking(move || reader.events(&ids)).await?;
-        Ok(events
-            .into_iter()
-            .map(|e| (e.event_id, Arc::new(e.body)))
-            .collect())
+        let events = blocking(move || reader.events(&missing)).await?;
+        found.extend(events.into_iter().map(|e| (e.event_id, Arc::new(e.body))));
+        Ok(found)
+    }
+
+    fn waiting_bodies(&self) -> std::sync::MutexGuard<'_, WaitingBodies> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// At startup: every delivery left `in_attempt` belonged to a process that died mid-attempt.
@@ -604,72 +640,6 @@ impl Engine {
     }
 }
 
-/// The pure core of [`Engine::record`]: what an attempt's outcome appends.
-pub fn outcome_records(
-    schedule: &RetrySchedule,
-    key: DeliveryKey,
-    attempt: u16,
-    outcome: Outcome,
-    now: Timestamp,
-    webhook_active: bool,
-    rng: &mut impl FnMut() -> f64,
-) -> Vec<NewRecord> {
-    match outcome {
-        Outcome::Delivered {
-            status,
-            duration_ms,
-        } => {
-            let body = RecordBody::Delivered {
-                attempt,
-                status,
-                duration_ms,
-            };
-            vec![NewRecord::new(key, body)]
-        }
-        Outcome::Failed {
-            status,
-            class,
-            error,
-            duration_ms,
-            retry_after,
-            response_body,
-        } => {
-            let delay = schedule.next_delay(u32::from(attempt), retry_after, rng);
-            let wait = delay.and_then(|d| chrono::Duration::from_std(d).ok());
-            let failure = Failure {
-                attempt,
-                status,
-                error_class: class,
-                error,
-                duration_ms,
-                next_due_at: now + wait.unwrap_or_default(),
-                response_body,
-            };
-            failed_records(key, failure, delay.is_none(), webhook_active)
-        }
-    }
-}
-
-/// `failed`, then `parked` if the webhook is no longer active, else `dead_parked` if that was
-/// the last attempt of the budget.
-fn failed_records(
-    key: DeliveryKey,
-    failure: Failure,
-    budget_spent: bool,
-    webhook_active: bool,
-) -> Vec<NewRecord> {
-    let attempt = failure.attempt;
-    let mut records = vec![NewRecord::new(key, RecordBody::Failed(failure))];
-    if !webhook_active {
-        let reason = "webhook deactivated".to_owned();
-        records.push(NewRecord::new(key, RecordBody::Parked { reason }));
-    } else if budget_spent {
-        let reason = format!("attempt budget spent after {attempt} attempts");
-        records.push(NewRecord::new(key, RecordBody::DeadParked { reason }));
-    }
-    records
-}
-
 /// How many due rows a re-drive pass looks at per free permit: rows of webhooks at their
 /// limit are skipped, so a pass looks past them, within bounds (a longer backlog of one
 /// saturated webhook can still hide due rows of others from a pass until it shrinks).
@@ -701,18 +671,6 @@ struct Pass {
 struct Permits {
     _global: OwnedSemaphorePermit,
     _own: OwnedSemaphorePermit,
-}
-
-/// A failure decided here, without a request to the receiver.
-fn local_failure(class: ErrorClass, error: &str) -> Outcome {
-    Outcome::Failed {
-        status: None,
-        class,
-        error: error.to_owned(),
-        duration_ms: 0,
-        retry_after: None,
-        response_body: None,
-    }
 }
 
 /// The event, and per webhook its `enqueued` record (and the first `attempted` for those in
