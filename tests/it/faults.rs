@@ -43,6 +43,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::{event, webhook};
+use crate::sender::try_read_request;
 
 /// The total deadline of one attempt. Long enough that a healthy loopback delivery on a loaded
 /// machine finishes well inside it; short enough to keep the test quick.
@@ -86,33 +87,17 @@ where
 }
 
 /// Reads one request (head plus `content-length` body) and counts it; false if the client
-/// closed first or sent something else.
+/// closed first or sent something else. A TLS ClientHello is noted as such.
 async fn read_request(stream: &mut TcpStream, seen: &Seen) -> bool {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + length {
-                seen.requests.fetch_add(1, Ordering::SeqCst);
-                return true;
-            }
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => {
-                if buf.is_empty() && chunk[0] == 0x16 {
-                    seen.tls_hello.store(true, Ordering::SeqCst);
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-        }
+    let mut first = [0u8; 1];
+    if matches!(stream.peek(&mut first).await, Ok(1)) && first[0] == 0x16 {
+        seen.tls_hello.store(true, Ordering::SeqCst);
     }
+    let whole = try_read_request(stream).await.is_some();
+    if whole {
+        seen.requests.fetch_add(1, Ordering::SeqCst);
+    }
+    whole
 }
 
 /// Waits until the client closes the connection.

@@ -119,7 +119,7 @@ where
 }
 
 /// Reads one request (head plus `content-length` body); `None` if the client closed first.
-async fn try_read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+pub(crate) async fn try_read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
