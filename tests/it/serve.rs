@@ -126,6 +126,16 @@ pub(crate) async fn receiver() -> (String, Received) {
     (url, got)
 }
 
+/// The kinds of a delivery trail's records, in order.
+pub(crate) fn record_kinds(trail: &Value) -> Vec<&str> {
+    trail["records"]
+        .as_array()
+        .expect("a trail has records")
+        .iter()
+        .map(|r| r["kind"].as_str().expect("a record has a kind"))
+        .collect()
+}
+
 pub(crate) async fn as_of_seq(base: &str) -> u64 {
     get(&format!("{base}/v1/state")).await.1["as_of_seq"]
         .as_u64()
@@ -177,13 +187,7 @@ async fn register_publish_receive_audit_restart() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let kinds: Vec<&str> = trail["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, ["enqueued", "attempted", "delivered"]);
+    assert_eq!(record_kinds(&trail), ["enqueued", "attempted", "delivered"]);
     {
         let got = got.lock().unwrap();
         assert_eq!(got.len(), 1);

@@ -9,7 +9,7 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::serve::{call, get, post_json, receiver, wait_for, Server, TOKEN};
+use super::serve::{call, get, post_json, receiver, record_kinds, wait_for, Server, TOKEN};
 
 /// A receiver that answers every request with `status`.
 async fn answering(status: u16) -> String {
@@ -161,13 +161,7 @@ async fn a_test_delivery_is_signed_recorded_and_answered_with_its_outcome() {
     }
     let event = answer["event_id"].as_str().unwrap();
     let (_, trail) = get(&format!("{base}/v1/deliveries/{id}/{event}")).await;
-    let kinds: Vec<_> = trail["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, ["enqueued", "attempted", "delivered"]);
+    assert_eq!(record_kinds(&trail), ["enqueued", "attempted", "delivered"]);
 
     let failing = register(&base, &answering(503).await).await;
     let (status, answer) =
