@@ -5,12 +5,12 @@
 //! - An attempt starts only after its `attempted` record is durable, and the writer refuses a
 //!   second `attempted` for a delivery already in an attempt, so one process never starts a
 //!   delivery twice.
-//! - `attempted` is recorded only for an attempt that already holds its concurrency permits
-//!   (global and per webhook), so it goes out at once. A delivery that would have to wait for a
-//!   permit stays `pending` in the log: a crash then abandons only attempts that could have
-//!   reached the receiver, and cannot burn the budget of deliveries queued behind a slow
-//!   webhook. Nothing waits for a permit while holding another, except a test delivery (it
-//!   waits for its webhook's permit, then a global one).
+//! - `attempted` is recorded only for an attempt that holds its slots (global and per webhook)
+//!   or a place ahead of them, which its webhook's recent pace bounds (see [`super::gate`]). A
+//!   delivery that gets neither stays `pending` in the log: a crash cannot burn the budget of
+//!   deliveries queued behind a stalled webhook. Slots are held for the request only, not while
+//!   its record is committed, so a fast webhook is not limited to one slot's worth of requests
+//!   per commit.
 //! - Every outcome, whatever went wrong, becomes a record (`delivered`, or `failed` with its
 //!   computed next due time, followed by `dead_parked` when the budget is spent or `parked` when
 //!   the webhook is no longer active): no error can stall a delivery.
@@ -26,10 +26,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify};
 
 use super::backoff::RetrySchedule;
 use super::bodies::WaitingBodies;
+use super::gate::{Gates, Permits, Ticket};
 use super::outcome::local_failure;
 pub use super::outcome::outcome_records;
 use super::sender::{Attempt, Outcome, Sender};
@@ -96,8 +97,7 @@ pub struct Engine {
     sender: Sender,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
-    global: Arc<Semaphore>,
-    per_webhook: Mutex<HashMap<WebhookId, Arc<Semaphore>>>,
+    gates: Gates,
     /// Attempts spawned and not yet recorded, for draining.
     running: watch::Sender<usize>,
     /// Wakes the re-drive loop early (for example after the clock was moved).
@@ -119,12 +119,11 @@ impl Engine {
         config: EngineConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
-            global: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            gates: Gates::new(config.max_in_flight, config.per_webhook),
             ledger,
             sender,
             clock,
             config,
-            per_webhook: Mutex::new(HashMap::new()),
             running: watch::Sender::new(0),
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
@@ -157,10 +156,10 @@ impl Engine {
         let mut attempting = Vec::with_capacity(webhooks.len());
         let mut first_attempts = Vec::with_capacity(webhooks.len());
         for w in &webhooks {
-            // Without a free permit the delivery stays pending, due now, for the re-drive.
-            if let Some(permits) = self.try_permits(*w) {
+            // Without a ticket the delivery stays pending, due now, for the re-drive.
+            if let Some(ticket) = self.gates.try_ticket(*w) {
                 attempting.push(*w);
-                first_attempts.push((DeliveryKey::new(*w, req.event_id), permits));
+                first_attempts.push((DeliveryKey::new(*w, req.event_id), ticket));
             }
         }
         let commit = enqueue_commit(
@@ -186,8 +185,8 @@ impl Engine {
             }) => return self.original(req.event_id).await,
             Err(e) => return Err(e),
         }
-        for (key, permits) in first_attempts {
-            self.spawn_attempt(key, 1, body.clone(), permits);
+        for (key, ticket) in first_attempts {
+            self.spawn_attempt(key, 1, body.clone(), ticket);
         }
         Ok(Published {
             event_id: req.event_id,
@@ -226,7 +225,7 @@ impl Engine {
         });
         let body = payload.to_string().into_bytes();
         // A test waits for its permits (its webhook's first), then records its attempt.
-        let permits = self.wait_permits(webhook).await;
+        let permits = self.gates.wait_permits(webhook).await;
         let commit = enqueue_commit(
             event_id,
             TEST_EVENT_TYPE,
@@ -243,40 +242,41 @@ impl Engine {
         Ok(TestDelivery { event_id, records })
     }
 
-    /// One re-drive pass: takes the deliveries due now whose permits are free, records their
-    /// `attempted` in one commit, and starts them. Returns how many started.
+    /// One re-drive pass: takes the deliveries due now that get a ticket (free slots, or a place
+    /// ahead of them), records their `attempted` in one commit, and starts them. Returns how
+    /// many started.
     pub async fn redrive_once(self: &Arc<Self>) -> Result<usize> {
         Ok(self.redrive_pass().await?.started)
     }
 
     async fn redrive_pass(self: &Arc<Self>) -> Result<Pass> {
-        let free = self.global.available_permits();
-        if free == 0 {
+        let open = self.gates.free() + self.gates.ahead_room();
+        if open == 0 {
             return Ok(Pass {
                 started: 0,
                 blocked: true,
             });
         }
-        // Rows of webhooks at their limit are skipped, so look a little past the free permits.
+        // Rows of webhooks at their limit are skipped, so look a little past the open tickets.
         let due = self
             .ledger
             .shared()
             .read_projection()
-            .due(self.clock.now(), free.saturating_mul(DUE_SCAN_FACTOR));
+            .due(self.clock.now(), open.saturating_mul(DUE_SCAN_FACTOR));
         let mut blocked = false;
         let mut records = Vec::new();
-        let mut permits = Vec::new();
+        let mut tickets = Vec::new();
         for (key, live) in &due {
             let Live::Pending { attempts, .. } = live else {
                 continue;
             };
-            let Some(p) = self.try_permits(key.webhook_id) else {
+            let Some(t) = self.gates.try_ticket(key.webhook_id) else {
                 blocked = true;
                 continue;
             };
             let attempt = attempts + 1;
             records.push(NewRecord::new(*key, RecordBody::Attempted { attempt }));
-            permits.push(p);
+            tickets.push(t);
         }
         if records.is_empty() {
             return Ok(Pass {
@@ -294,38 +294,18 @@ impl Engine {
         let bodies = self
             .bodies(records.iter().map(|r| r.key.event_id).collect())
             .await?;
-        for (r, permits) in records.iter().zip(permits) {
+        for (r, ticket) in records.iter().zip(tickets) {
             let RecordBody::Attempted { attempt } = r.body else {
                 continue;
             };
             match bodies.get(&r.key.event_id) {
-                Some(body) => self.spawn_attempt(r.key, attempt, body.clone(), permits),
+                Some(body) => self.spawn_attempt(r.key, attempt, body.clone(), ticket),
                 None => self.spawn_missing_body(r.key, attempt),
             }
         }
         Ok(Pass {
             started: receipt.seqs.len(),
             blocked,
-        })
-    }
-
-    /// The webhook's permit and then the global one, waiting for each (a test delivery only).
-    async fn wait_permits(&self, webhook: WebhookId) -> Permits {
-        let own = self.webhook_permit(webhook).acquire_owned().await;
-        let global = self.global.clone().acquire_owned().await;
-        Permits {
-            _global: global.expect("the semaphore is never closed"),
-            _own: own.expect("the semaphore is never closed"),
-        }
-    }
-
-    /// The global permit and the webhook's, if both are free now (never waits).
-    fn try_permits(&self, webhook: WebhookId) -> Option<Permits> {
-        let global = self.global.clone().try_acquire_owned().ok()?;
-        let own = self.webhook_permit(webhook).try_acquire_owned().ok()?;
-        Some(Permits {
-            _global: global,
-            _own: own,
         })
     }
 
@@ -452,11 +432,12 @@ impl Engine {
         key: DeliveryKey,
         attempt: u16,
         body: Arc<Vec<u8>>,
-        permits: Permits,
+        ticket: Ticket,
     ) {
         self.running.send_modify(|n| *n += 1);
         let engine = self.clone();
         tokio::spawn(async move {
+            let permits = ticket.permits().await;
             engine.attempt(key, attempt, &body, permits).await;
             engine.running.send_modify(|n| *n -= 1);
         });
@@ -540,13 +521,6 @@ impl Engine {
             .read_registry()
             .get(&id)
             .is_some_and(|w| w.active)
-    }
-
-    fn webhook_permit(&self, id: WebhookId) -> Arc<Semaphore> {
-        let mut map = self.per_webhook.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(id)
-            .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_webhook.max(1))))
-            .clone()
     }
 
     /// The records an outcome becomes: the decision (next due time, dead or parked) is made
@@ -664,13 +638,6 @@ struct Pass {
     started: usize,
     /// Due work was left for lack of permits: an outcome's commit will free one.
     blocked: bool,
-}
-
-/// The concurrency permits one attempt holds from before its `attempted` is recorded until its
-/// outcome is known.
-struct Permits {
-    _global: OwnedSemaphorePermit,
-    _own: OwnedSemaphorePermit,
 }
 
 /// The event, and per webhook its `enqueued` record (and the first `attempted` for those in

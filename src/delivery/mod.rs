@@ -1,11 +1,13 @@
 //! Everything that talks to receivers: Standard Webhooks signing, the retry schedule, and the
-//! URL guard that keeps deliveries away from internal addresses, the HTTP sender, the records an
+//! URL guard that keeps deliveries away from internal addresses, the HTTP sender, the concurrency
+//! gates (slots on the wire, attempts recorded ahead of them), the records an
 //! attempt's outcome becomes, and the engine that publishes, attempts, re-drives, parks and
 //! recovers.
 
 pub mod backoff;
 pub mod bodies;
 pub mod engine;
+pub mod gate;
 pub mod guard;
 pub mod outcome;
 pub mod sender;
