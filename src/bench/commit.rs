@@ -42,6 +42,18 @@ pub fn run(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
             None,
         ),
     ];
+    let per_row = bulk_row_ns(&dir.join("bulk.duckdb"))? as f64 / 1e3;
+    progress("commit: bulk transactions done");
+    figures.push(figure(
+        "commit",
+        "bulk_row",
+        &format!(
+            "{BULK} publishes queued at once (an event + 2 records each), writer time per row"
+        ),
+        per_row,
+        "µs",
+        None,
+    ));
     let single = 1000.0 / p50.max(1e-9);
     for callers in [16usize, 256] {
         let path = dir.join(format!("group-{callers}.duckdb"));
@@ -77,6 +89,37 @@ pub fn run(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
 pub fn one_commit_ns(dir: &Path, samples: usize) -> Result<u64> {
     let durable = commit_latency(&dir.join("commit-reference.duckdb"), samples)?;
     Ok(quantile(&durable, 0.5))
+}
+
+/// Publishes queued at once for [`bulk_row_ns`] (the most the writer takes into one
+/// transaction).
+const BULK: usize = 4096;
+
+/// The writer's cost per row when fixed costs are spread thin: [`BULK`] publish-sized commits
+/// queued at once, so that the writer takes them into one or two transactions; the median of
+/// three rounds (after one to warm up), divided by their rows. The floor under any delivery's
+/// ledger work, since every delivery appends an event row and three records.
+fn bulk_row_ns(path: &Path) -> Result<u64> {
+    let ledger = Ledger::open(path, Arc::new(SystemClock))?;
+    let webhook = WebhookId::new();
+    let mut took = Vec::new();
+    for round in 0..4 {
+        let commits: Vec<Commit> = (0..BULK).map(|_| publish_commit(webhook)).collect();
+        let rows: usize = commits
+            .iter()
+            .map(|c| c.events.len() + c.records.len())
+            .sum();
+        let started = Instant::now();
+        let receipts: Vec<_> = commits.into_iter().map(|c| ledger.submit(c)).collect();
+        for r in receipts {
+            r.blocking_recv().map_err(|_| LedgerError::WriterGone)??;
+        }
+        if round > 0 {
+            took.push(started.elapsed().as_nanos() as u64 / rows as u64);
+        }
+    }
+    took.sort_unstable();
+    Ok(quantile(&took, 0.5))
 }
 
 /// `samples` sequential publish-sized commits; their latencies in nanoseconds, sorted.

@@ -140,6 +140,7 @@ impl Ledger {
         let store = DuckStore::open(path, OpenMode::ReadWrite)?;
         let started = Instant::now();
         let loaded = Loaded::from_store(&store)?;
+        store.use_one_thread()?;
         let rebuild = RebuildStats {
             records: loaded.projection.last_seq(),
             changes: loaded.registry.last_seq(),

@@ -110,6 +110,7 @@ impl Writer {
 fn reopen_store(path: &Path) -> Result<(DuckStore, Loaded)> {
     let store = DuckStore::open(path, OpenMode::ReadWrite)?;
     let loaded = Loaded::from_store(&store)?;
+    store.use_one_thread()?;
     Ok((store, loaded))
 }
 

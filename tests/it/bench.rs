@@ -85,6 +85,7 @@ fn rebuild_folds_every_record_and_keeps_nothing_per_terminal_delivery() {
 fn commit_measures_one_commit_and_group_commit() {
     let figures = run("commit", Options::small("commit"));
     assert!(value(&figures, "commit.p50") > 0.0);
+    assert!(value(&figures, "commit.bulk_row") > 0.0);
     assert!(value(&figures, "commit.group_256_size") >= 1.0);
 }
 
