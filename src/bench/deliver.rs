@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::receiver::{self, Tape, BODY};
-use super::{commit, disk, figure, quantile, rate, runtime, Figure, Options};
+use super::{commit, cpu_time, disk, figure, quantile, rate, runtime, Figure, Options};
 use crate::clock::SystemClock;
 use crate::delivery::backoff::RetrySchedule;
 use crate::delivery::engine::{Engine, EngineConfig, Publish};
@@ -56,6 +56,8 @@ struct Run {
     attempts: u64,
     /// Publish → first attempt at the receiver, nanoseconds, sorted.
     latencies: Vec<u64>,
+    /// CPU time the whole process used (engine, ledger, receiver).
+    cpu: Duration,
 }
 
 pub fn run(
@@ -73,20 +75,24 @@ pub fn run(
     runtime()?.block_on(async {
         let mut figures = Vec::new();
         let mut base = None;
+        let mut base_cpu = None;
         if want
             .iter()
             .any(|s| ["baseline", "deliver", "retry"].contains(s))
         {
             let tape = Arc::new(Tape::new(0, 1, 0.0, o.receiver_latency));
             let url = format!("{}/hook/0", receiver::start(tape).await?);
-            let r = rate(
-                o.events as u64,
-                receiver::baseline(&url, o.concurrency, o.events).await?,
-            );
+            let cpu = cpu_time();
+            let elapsed = receiver::baseline(&url, o.concurrency, o.events).await?;
+            let cpu = cpu_time().saturating_sub(cpu);
+            let r = rate(o.events as u64, elapsed);
             progress(&format!("baseline: {r:.0} posts/s"));
             base = Some(r);
             let name = format!("plain reqwest POST loop, concurrency {}", o.concurrency);
             figures.push(figure("baseline", "rate", &name, r, "posts/s", None));
+            let per_post = us_per(cpu, o.events as u64);
+            base_cpu = Some(per_post);
+            figures.push(cpu_figure("baseline", "per post", per_post, cpu, elapsed, None));
         }
         let spec = |fail_first: f64, schedule: &str| -> Result<Spec> {
             Ok(Spec {
@@ -106,6 +112,16 @@ pub fn run(
             let path = dir.join("deliver.duckdb");
             let full = drive(&path, spec(0.0, "5s")?, progress).await?;
             figures.extend(throughput("deliver", &full, base, o));
+            let per = us_per(full.cpu, full.deliveries);
+            let ceiling = base_cpu.map(|b| b / per);
+            figures.push(cpu_figure(
+                "deliver",
+                "per delivery (ratio: baseline's per post / this, the throughput ratio's ceiling while the cores are saturated)",
+                per,
+                full.cpu,
+                full.elapsed,
+                ceiling,
+            ));
             let commit_ns = commit_ns.unwrap_or(1);
             let events_per_s = rate(full.deliveries, full.elapsed) / o.webhooks.max(1) as f64 / 2.0;
             let events = ((events_per_s * PACED_FOR.as_secs_f64()) as usize).clamp(1, o.events);
@@ -136,6 +152,30 @@ pub fn run(
         }
         Ok(figures)
     })
+}
+
+fn us_per(cpu: Duration, n: u64) -> f64 {
+    cpu.as_secs_f64() * 1e6 / n.max(1) as f64
+}
+
+/// CPU per unit of work, and how many cores were busy on average.
+fn cpu_figure(
+    scenario: &'static str,
+    what: &str,
+    per: f64,
+    cpu: Duration,
+    elapsed: Duration,
+    ratio: Option<f64>,
+) -> Figure {
+    let cores = cpu.as_secs_f64() / elapsed.as_secs_f64().max(1e-9);
+    figure(
+        scenario,
+        "cpu",
+        &format!("process CPU {what}, {cores:.2} cores busy"),
+        per,
+        "µs",
+        ratio,
+    )
 }
 
 fn ms(ns: u64) -> f64 {
@@ -297,6 +337,7 @@ async fn drive(path: &Path, spec: Spec, progress: &mut dyn FnMut(&str)) -> Resul
     let (stop, stopped) = watch::channel(false);
     let redrive = tokio::spawn(engine.clone().run(stopped));
     let started = Instant::now();
+    let cpu = cpu_time();
     let publishers = publish(&engine, &tape, &spec);
     for p in publishers {
         p.await.map_err(|e| LedgerError::Invalid(e.to_string()))??;
@@ -304,6 +345,7 @@ async fn drive(path: &Path, spec: Spec, progress: &mut dyn FnMut(&str)) -> Resul
     let deliveries = (spec.events * spec.webhooks) as u64;
     wait_delivered(&ledger, deliveries, progress).await?;
     let elapsed = started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu);
     let _ = stop.send(true);
     let _ = redrive.await;
     let records = ledger.shared().read_projection().last_seq();
@@ -319,6 +361,7 @@ async fn drive(path: &Path, spec: Spec, progress: &mut dyn FnMut(&str)) -> Resul
         records,
         attempts: tape.attempts.load(Ordering::Relaxed),
         latencies: tape.latencies(spec.events),
+        cpu,
     })
 }
 

@@ -28,6 +28,10 @@ fn deliver_1000_events_all_delivered_with_three_records_each() {
     assert!(rate.value > 0.0 && rate.ratio.is_some(), "{rate:?}");
     assert!(value(&figures, "deliver.half_p99") > 0.0);
     assert!(value(&figures, "deliver.commit_p50") > 0.0);
+    // CPU per unit of work is measured for both, and compared.
+    assert!(value(&figures, "baseline.cpu") > 0.0);
+    let cpu = find(&figures, "deliver.cpu").expect("deliver cpu");
+    assert!(cpu.value > 0.0 && cpu.ratio.is_some_and(|r| r > 0.0), "{cpu:?}");
 }
 
 #[test]
