@@ -31,7 +31,10 @@ fn deliver_1000_events_all_delivered_with_three_records_each() {
     // CPU per unit of work is measured for both, and compared.
     assert!(value(&figures, "baseline.cpu") > 0.0);
     let cpu = find(&figures, "deliver.cpu").expect("deliver cpu");
-    assert!(cpu.value > 0.0 && cpu.ratio.is_some_and(|r| r > 0.0), "{cpu:?}");
+    assert!(
+        cpu.value > 0.0 && cpu.ratio.is_some_and(|r| r > 0.0),
+        "{cpu:?}"
+    );
 }
 
 #[test]
