@@ -90,15 +90,8 @@ impl Ticket {
     pub async fn permits(self) -> Permits {
         match self {
             Ticket::Ready(p) => p,
-            Ticket::Ahead(a) => {
-                let own = a.gate.slots.clone().acquire_owned().await;
-                let global = a.global.clone().acquire_owned().await;
-                Permits {
-                    _global: global.expect("the semaphore is never closed"),
-                    _own: own.expect("the semaphore is never closed"),
-                    gate: a.gate.clone(),
-                }
-            }
+            // The place ahead is given back (dropped) only once the slots are held.
+            Ticket::Ahead(a) => acquire(a.gate.clone(), &a.global).await,
         }
     }
 }
@@ -158,14 +151,7 @@ impl Gates {
 
     /// The webhook's slot and then the global one, waiting for each.
     pub async fn wait_permits(&self, webhook: WebhookId) -> Permits {
-        let gate = self.gate(webhook);
-        let own = gate.slots.clone().acquire_owned().await;
-        let global = self.global.clone().acquire_owned().await;
-        Permits {
-            _global: global.expect("the semaphore is never closed"),
-            _own: own.expect("the semaphore is never closed"),
-            gate,
-        }
+        acquire(self.gate(webhook), &self.global).await
     }
 
     fn gate(&self, webhook: WebhookId) -> Arc<Gate> {
@@ -184,6 +170,17 @@ impl Gates {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WebhookId, Arc<Gate>>> {
         self.webhooks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The webhook's slot, then the global one, waiting for each.
+async fn acquire(gate: Arc<Gate>, global: &Arc<Semaphore>) -> Permits {
+    let own = gate.slots.clone().acquire_owned().await;
+    let global = global.clone().acquire_owned().await;
+    Permits {
+        _global: global.expect("the semaphore is never closed"),
+        _own: own.expect("the semaphore is never closed"),
+        gate,
     }
 }
 
