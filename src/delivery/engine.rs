@@ -257,13 +257,17 @@ impl Engine {
                 blocked: true,
             });
         }
-        // Rows of webhooks at their limit are skipped, so look a little past the open tickets.
-        let due = self
-            .ledger
-            .shared()
-            .read_projection()
-            .due(self.clock.now(), open.saturating_mul(DUE_SCAN_FACTOR));
+        // A webhook that can take nothing is skipped, however many rows it has due.
         let mut blocked = false;
+        let due =
+            self.ledger
+                .shared()
+                .read_projection()
+                .due_fair(self.clock.now(), open, |webhook| {
+                    let open = self.gates.open_for(webhook);
+                    blocked |= open == 0;
+                    open
+                });
         let mut records = Vec::new();
         let mut tickets = Vec::new();
         for (key, live) in &due {
@@ -613,11 +617,6 @@ impl Engine {
         Ok(receipt.seqs.len())
     }
 }
-
-/// How many due rows a re-drive pass looks at per free permit: rows of webhooks at their
-/// limit are skipped, so a pass looks past them, within bounds (a longer backlog of one
-/// saturated webhook can still hide due rows of others from a pass until it shrinks).
-const DUE_SCAN_FACTOR: usize = 8;
 
 /// The growing wait between retries of a commit the disk refused: 50 ms doubling to 5 s.
 struct Backoff(Duration);

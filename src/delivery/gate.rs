@@ -122,6 +122,14 @@ impl Gates {
         gates.iter().map(|g| g.room(now, self.per_webhook)).sum()
     }
 
+    /// How many attempts of `webhook` could get a ticket now: free slots (its own and global)
+    /// plus its room ahead.
+    pub fn open_for(&self, webhook: WebhookId) -> usize {
+        let gate = self.gate(webhook);
+        let free = gate.slots.available_permits().min(self.free());
+        free + gate.room((self.now)(), self.per_webhook)
+    }
+
     /// Slots if both are free now, else a place ahead if the webhook's pace allows one, else
     /// nothing (the delivery stays pending). Never waits.
     pub fn try_ticket(&self, webhook: WebhookId) -> Option<Ticket> {

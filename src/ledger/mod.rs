@@ -12,6 +12,7 @@
 //! [`Shared::storage_error`] says why while it lasts.
 
 pub mod chain;
+pub mod due;
 pub mod projection;
 pub mod record;
 mod reopen;

@@ -2,7 +2,7 @@
 //! the records themselves.
 //!
 //! The projection holds only what is *live* (pending or in an attempt), plus a due index
-//! ordered by due time. A delivery that reaches a terminal state (delivered, dead, parked) is
+//! ordered by due time within each webhook ([`super::due`]). A delivery that reaches a terminal state (delivered, dead, parked) is
 //! dropped from memory and only counted, so memory follows the queue, not the history. The price:
 //! a `requeued` record for a delivery that is not live cannot be checked against its past here.
 //! It names the terminal state it lifts the delivery from (the writer checked it against the
@@ -20,13 +20,14 @@
 //! delivered|dead|parked --requeued--> pending(0, due)
 //! ```
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::due::DueIndex;
 use super::record::{Record, RecordBody, Terminal, Timestamp};
 use crate::error::LedgerError;
-use crate::ids::DeliveryKey;
+use crate::ids::{DeliveryKey, WebhookId};
 
 /// A live delivery's state. Due times are microseconds since the epoch to keep entries small.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,8 +108,8 @@ impl TerminalCounts {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Projection {
     live: HashMap<DeliveryKey, Live>,
-    /// Pending deliveries ordered by (due time, key): "the N earliest due" is a range walk.
-    due: BTreeSet<(i64, DeliveryKey)>,
+    /// Pending deliveries by due time, per webhook.
+    due: DueIndex,
     terminal: TerminalCounts,
     last_seq: u64,
     last_recorded_at: Option<Timestamp>,
@@ -161,12 +162,12 @@ impl Projection {
                 })?;
         }
         if let Some(Live::Pending { due_us, .. }) = current {
-            self.due.remove(&(due_us, key));
+            self.due.remove(key, due_us);
         }
         match step {
             Step::Live(live) => {
                 if let Live::Pending { due_us, .. } = live {
-                    self.due.insert((due_us, key));
+                    self.due.insert(key, due_us);
                 }
                 self.live.insert(key, live);
             }
@@ -191,23 +192,35 @@ impl Projection {
         self.live.get(key).copied()
     }
 
-    /// Up to `limit` pending deliveries due at or before `now`, earliest first. Walks the due
-    /// index from its start, so the cost follows `limit`, not the size of the queue.
+    /// Up to `limit` pending deliveries due at or before `now`, earliest first over all
+    /// webhooks. The cost follows `limit`, not the size of the queue.
     pub fn due(&self, now: Timestamp, limit: usize) -> Vec<(DeliveryKey, Live)> {
-        let now_us = now.timestamp_micros();
-        self.due
-            .iter()
-            .take_while(|(due, _)| *due <= now_us)
-            .take(limit)
-            .map(|(_, key)| (*key, self.live[key]))
-            .collect()
+        let keys = self.due.earliest(now.timestamp_micros(), limit);
+        self.with_state(keys)
+    }
+
+    /// Pending deliveries due at or before `now`, webhook by webhook (the most overdue first),
+    /// at most `quota(webhook)` of each and `limit` in all: what a re-drive pass can start. A
+    /// webhook that can take nothing is skipped whatever its backlog.
+    pub fn due_fair(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        quota: impl FnMut(WebhookId) -> usize,
+    ) -> Vec<(DeliveryKey, Live)> {
+        let keys = self.due.fair(now.timestamp_micros(), limit, quota);
+        self.with_state(keys)
+    }
+
+    fn with_state(&self, keys: Vec<DeliveryKey>) -> Vec<(DeliveryKey, Live)> {
+        keys.into_iter().map(|k| (k, self.live[&k])).collect()
     }
 
     /// The earliest due time in the queue, if anything is pending.
     pub fn next_due(&self) -> Option<Timestamp> {
         self.due
-            .first()
-            .and_then(|(us, _)| chrono::DateTime::from_timestamp_micros(*us))
+            .first_due()
+            .and_then(chrono::DateTime::from_timestamp_micros)
     }
 
     /// Deliveries by state, in O(1): every pending delivery is in the due index, every other

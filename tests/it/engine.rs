@@ -544,3 +544,56 @@ async fn broken_receivers_are_recorded_as_failed_and_the_next_due_delivery_still
         other => panic!("expected failed, got {other:?}"),
     }
 }
+
+/// Regression: a re-drive pass walked one due index from its start, at most 8x the free slots
+/// deep, so a webhook that could take nothing (its one slot hung) with more rows due than that
+/// hid the due retry of every other webhook until its backlog cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_webhooks_backlog_does_not_hide_another_webhooks_retry() {
+    let config = EngineConfig {
+        schedule: RetrySchedule::parse("10s").unwrap(),
+        max_in_flight: 4,
+        per_webhook: 1,
+    };
+    let sender = SenderConfig {
+        attempt_timeout: std::time::Duration::from_secs(600),
+        ..SenderConfig::default()
+    };
+    let s = Setup::with(config, sender);
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_url = format!("http://{}/hook", hang.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hang.accept().await {
+            held.push(conn);
+        }
+    });
+    let (flaky, url) = Receiver::start(&[500]).await;
+    s.register(1, &hang_url, &["slow"]).await;
+    s.register(2, &url, &["fast"]).await;
+    // The flaky webhook's first attempt fails: its retry is due about 10 s later.
+    s.publish(1, "fast").await.unwrap();
+    assert_eq!(s.trail(DeliveryKey::new(webhook(2), event(1))).len(), 3);
+    // Then 50 events for the hanging webhook: one takes its only slot, 49 are due now, all
+    // before the retry.
+    for n in 100..150 {
+        s.engine
+            .publish(Publish {
+                event_id: event(n),
+                event_type: "slow".into(),
+                payload: serde_json::json!({}),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.ledger().state().counts().pending, 50);
+    s.clock.advance(chrono::Duration::seconds(13));
+    let started = s.engine.redrive_once().await.unwrap();
+    assert_eq!(
+        started, 1,
+        "the retry starts; the stalled webhook's rows wait"
+    );
+    until(&s, || flaky.count() == 2).await;
+    until(&s, || s.ledger().state().counts().delivered == 1).await;
+    assert_eq!(s.ledger().state().counts().pending, 49);
+}
