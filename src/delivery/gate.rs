@@ -146,7 +146,7 @@ impl Gates {
     }
 
     /// The global slot and the webhook's, if both are free now.
-    pub fn try_permits(&self, webhook: WebhookId) -> Option<Permits> {
+    fn try_permits(&self, webhook: WebhookId) -> Option<Permits> {
         let global = self.global.clone().try_acquire_owned().ok()?;
         let gate = self.gate(webhook);
         let own = gate.slots.clone().try_acquire_owned().ok()?;
