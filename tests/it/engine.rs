@@ -355,6 +355,19 @@ async fn an_attempt_cut_off_by_a_crash_is_recorded_as_abandoned_and_retried() {
     );
 }
 
+/// A peer that accepts connections and never answers; its URL.
+async fn hanging_peer() -> String {
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", hang.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hang.accept().await {
+            held.push(conn);
+        }
+    });
+    url
+}
+
 /// Waits (bounded) until `done` holds, re-checking whenever a commit lands.
 async fn until(s: &Setup, done: impl Fn() -> bool) {
     let mut committed = s.ledger().shared().subscribe();
@@ -405,15 +418,7 @@ async fn a_hanging_receiver_does_not_delay_a_healthy_one() {
         ..SenderConfig::default()
     };
     let s = Setup::with(config, sender);
-    // The hanging peer accepts connections and never answers.
-    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hang_url = format!("http://{}/hook", hang.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((conn, _)) = hang.accept().await {
-            held.push(conn);
-        }
-    });
+    let hang_url = hanging_peer().await;
     let (healthy, url) = Receiver::start(&[]).await;
     s.register(1, &hang_url, &["slow"]).await;
     s.register(2, &url, &["fast"]).await;
@@ -560,14 +565,7 @@ async fn a_stalled_webhooks_backlog_does_not_hide_another_webhooks_retry() {
         ..SenderConfig::default()
     };
     let s = Setup::with(config, sender);
-    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hang_url = format!("http://{}/hook", hang.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((conn, _)) = hang.accept().await {
-            held.push(conn);
-        }
-    });
+    let hang_url = hanging_peer().await;
     let (flaky, url) = Receiver::start(&[500]).await;
     s.register(1, &hang_url, &["slow"]).await;
     s.register(2, &url, &["fast"]).await;
