@@ -9,7 +9,8 @@
 //! one ([`Ticket::Ahead`]).
 //!
 //! Invariant: attempts recorded ahead of a slot are bounded per webhook by how many attempts
-//! that webhook finished in the last [`WINDOW`] (at most [`AHEAD_FACTOR`] x its slots). A
+//! that webhook finished in the last one to two [`WINDOW`]s (at most [`AHEAD_FACTOR`] x its
+//! slots). A
 //! webhook that stops answering finishes nothing, so it gets no attempt recorded beyond those on
 //! the wire: a crash cannot burn the budget of deliveries queued behind a stalled webhook. For a
 //! webhook that answers, a crash abandons at most the attempts it would have taken within about
