@@ -3,8 +3,9 @@
 //! several dispatcher nodes) implements the same trait and must pass the same conformance tests
 //! (`tests/it/store_conformance.rs`).
 //!
-//! Invariant: a store only appends. `commit` writes one batch atomically or not at all; nothing
-//! here updates or deletes a ledger, chain or registry row.
+//! Invariant: a store only appends. `commit` writes one batch atomically or not at all, and
+//! refuses a batch with an event id stored before, at any age; nothing here updates or deletes
+//! a ledger, chain or registry row (projection checkpoints are a cache, appended beside them).
 
 pub mod duck;
 
@@ -25,6 +26,28 @@ pub struct StoredEvent {
     pub published_at: Timestamp,
     pub body: Vec<u8>,
     pub hash: crate::ledger::chain::Hash,
+}
+
+/// One row of `projection_checkpoints` (see [`crate::ledger::checkpoint`]): a cache of the
+/// folded state at `seq`, bound to the chain hash of the link ending there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub seq: u64,
+    pub chain_hash: crate::ledger::chain::Hash,
+    /// The time of record `seq`.
+    pub recorded_at_us: Option<i64>,
+    pub format_version: u8,
+    pub digest: crate::ledger::chain::Hash,
+    pub body: Vec<u8>,
+}
+
+/// A stored checkpoint without its body: what is cheap to list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    pub seq: u64,
+    pub recorded_at_us: Option<i64>,
+    pub format_version: u8,
+    pub bytes: u64,
 }
 
 /// Everything one writer commit appends, in one transaction.
@@ -121,4 +144,24 @@ pub trait Store: Send {
     ) -> Result<Vec<crate::ledger::view::DeliverySummary>>;
 
     fn setting(&self, name: &str) -> Result<Option<String>>;
+
+    /// The chain link ending at `seq`, if one does.
+    fn link_ending_at(&self, seq: u64) -> Result<Option<BatchLink>>;
+
+    /// The last chain link ending at or after `at_or_after`, with its commit time (a lower
+    /// bound lets the store skip the rest of the chain).
+    fn last_link(&self, at_or_after: u64) -> Result<Option<(BatchLink, Timestamp)>>;
+
+    /// The seq of the last record in `from..before` recorded at or before `at`, if any.
+    fn last_seq_at_within(&self, at: Timestamp, from: u64, before: u64) -> Result<Option<u64>>;
+
+    /// Appends a projection checkpoint (a cache row; its own small transaction, beside the
+    /// writer's).
+    fn append_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<()>;
+
+    /// Every stored checkpoint without its body, by seq, then in the order they were stored.
+    fn checkpoint_index(&self) -> Result<Vec<CheckpointInfo>>;
+
+    /// The checkpoints stored at `seq`, in the order they were stored.
+    fn checkpoints_at(&self, seq: u64) -> Result<Vec<StoredCheckpoint>>;
 }

@@ -72,6 +72,114 @@ fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
     duplicate_enqueues_are_found(make().as_mut());
     finished_deliveries_are_found_by_window(make().as_mut());
     deliveries_are_summarised_by_their_last_record(make().as_mut());
+    positions_are_found_by_seq(make().as_mut());
+    checkpoints_are_appended_and_listed(make().as_mut());
+    a_repeated_event_id_is_refused_at_any_age(make().as_mut());
+}
+
+/// Links by the seq they end at, the head, and the last seq at an instant within a range.
+fn positions_are_found_by_seq(store: &mut dyn Store) {
+    assert_eq!(store.last_link(0).unwrap(), None);
+    let mut prev = genesis();
+    for first in [1u64, 3, 6] {
+        let rows: Vec<_> = (first..first + 2)
+            .map(|n| row(n, key(1, n as u128), RecordBody::Enqueued { due_at: at(0) }))
+            .collect();
+        let rows = if first == 3 {
+            let mut r = rows;
+            r.push(row(5, key(1, 5), RecordBody::Enqueued { due_at: at(0) }));
+            r
+        } else {
+            rows
+        };
+        let link = BatchLink {
+            first_seq: first,
+            last_seq: rows.last().unwrap().seq,
+            hash: batch_hash(&prev, &rows),
+        };
+        prev = link.hash;
+        store
+            .commit(&CommitBatch {
+                records: rows,
+                link: Some((link, at(first as i64))),
+                ..CommitBatch::default()
+            })
+            .unwrap();
+    }
+    let links = store.links().unwrap();
+    assert_eq!(store.link_ending_at(5).unwrap(), Some(links[1].clone()));
+    assert_eq!(store.link_ending_at(4).unwrap(), None);
+    assert_eq!(store.last_link(0).unwrap(), Some((links[2].clone(), at(6))));
+    assert_eq!(store.last_link(7).unwrap(), Some((links[2].clone(), at(6))));
+    assert_eq!(store.last_link(8).unwrap(), None);
+    // Records are at seq * 10 seconds.
+    assert_eq!(
+        store.last_seq_at_within(at(45), 0, u64::MAX).unwrap(),
+        Some(4)
+    );
+    assert_eq!(store.last_seq_at_within(at(45), 2, 4).unwrap(), Some(3));
+    assert_eq!(store.last_seq_at_within(at(5), 1, 7).unwrap(), None);
+}
+
+fn checkpoints_are_appended_and_listed(store: &mut dyn Store) {
+    use hookledger::store::StoredCheckpoint;
+    assert!(store.checkpoint_index().unwrap().is_empty());
+    let cp = |seq: u64, b: u8| StoredCheckpoint {
+        seq,
+        chain_hash: [b; 32],
+        recorded_at_us: Some(seq as i64 * 1000),
+        format_version: 1,
+        digest: [b + 1; 32],
+        body: vec![b; 10 + seq as usize],
+    };
+    for (seq, b) in [(5, 1), (2, 2), (5, 3)] {
+        store.append_checkpoint(&cp(seq, b)).unwrap();
+    }
+    let index = store.checkpoint_index().unwrap();
+    let seqs: Vec<_> = index.iter().map(|c| (c.seq, c.bytes)).collect();
+    assert_eq!(seqs, [(2, 12), (5, 15), (5, 15)], "in seq order");
+    assert_eq!(index[0].recorded_at_us, Some(2000));
+    assert_eq!(
+        store.checkpoints_at(5).unwrap(),
+        vec![cp(5, 1), cp(5, 3)],
+        "in append order"
+    );
+    assert!(store.checkpoints_at(3).unwrap().is_empty());
+}
+
+/// However many events were stored since, a repeated id refuses the batch whole, and
+/// `events` finds the first one.
+fn a_repeated_event_id_is_refused_at_any_age(store: &mut dyn Store) {
+    for n in 1..=40u128 {
+        let mut e = stored_event(n);
+        e.seq = n as u64;
+        store
+            .commit(&CommitBatch {
+                events: vec![e],
+                ..CommitBatch::default()
+            })
+            .unwrap();
+    }
+    let mut again = stored_event(1);
+    again.seq = 41;
+    let refused = store.commit(&CommitBatch {
+        events: vec![stored_event(41), again],
+        ..CommitBatch::default()
+    });
+    assert!(
+        refused.is_err(),
+        "a repeat of the first event id must be refused"
+    );
+    assert_eq!(store.last_event().unwrap().map(|e| e.0), Some(40));
+    assert_eq!(store.events(&[event(1), event(40)]).unwrap().len(), 2);
+    let mut seen = 0;
+    store
+        .scan_events(&mut |_| {
+            seen += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, 40);
 }
 
 /// One delivery ending in each record kind (the store does not judge transitions): the
@@ -264,7 +372,10 @@ fn duckdb_store_passes_the_conformance_suite() {
     conformance(&|| {
         counter.set(counter.get() + 1);
         let path = dir.path().join(format!("store-{}.duckdb", counter.get()));
-        Box::new(DuckStore::open(&path, OpenMode::ReadWrite).unwrap())
+        let mut store = DuckStore::open(&path, OpenMode::ReadWrite).unwrap();
+        // Small buckets, so that the suite crosses several.
+        store.set_bucket_events(4);
+        Box::new(store)
     });
 }
 
@@ -295,13 +406,13 @@ fn a_schema_newer_than_this_build_is_refused_naming_both_versions() {
                 err,
                 hookledger::LedgerError::SchemaTooNew {
                     found: 7,
-                    supported: 2
+                    supported: 3
                 }
             ),
             "{err:?}"
         );
         let text = err.to_string();
-        assert!(text.contains('7') && text.contains('2'), "{text}");
+        assert!(text.contains('7') && text.contains('3'), "{text}");
     }
 }
 
@@ -317,16 +428,78 @@ fn an_older_file_is_migrated_forward_at_open() {
             .execute_batch(
                 "DROP VIEW delivery_history CASCADE; DROP VIEW IF EXISTS delivery_latest; \
                  DROP VIEW attempt_outcomes; DROP VIEW webhook_history; \
-                 DELETE FROM schema_migrations WHERE version = 2;",
+                 DROP VIEW events_all; DROP TABLE event_buckets; \
+                 DROP TABLE projection_checkpoints; \
+                 DELETE FROM schema_migrations WHERE version >= 2;",
             )
             .unwrap();
         assert_eq!(store.schema_version().unwrap(), 1);
     }
     let store = DuckStore::open(&path, OpenMode::ReadWrite).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 2);
+    assert_eq!(store.schema_version().unwrap(), 3);
     let n: i64 = store
         .connection()
         .query_row("SELECT count(*) FROM delivery_latest", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 0);
+}
+
+/// A file as schema 2 left it (one keyed `events` table, no buckets, no checkpoints), with
+/// history: it opens, migrates, verifies, keeps refusing its old event ids once its events are
+/// sealed into bucket 0, and verifies again.
+#[test]
+fn a_schema_2_file_with_history_migrates_forward_and_still_verifies() {
+    use hookledger::ledger::LedgerOptions;
+    let mut t = TestLedger::new();
+    for n in 1..=5 {
+        t.publish(n, &[webhook(1)]).unwrap();
+    }
+    t.append(key(1, 1), attempted(1)).unwrap();
+    t.append(key(1, 1), delivered(1)).unwrap();
+    let live = t.ledger().state();
+    t.close();
+    {
+        let store = DuckStore::open(&t.path, OpenMode::ReadWrite).unwrap();
+        store
+            .connection()
+            .execute_batch(
+                "DROP VIEW events_all; DROP TABLE event_buckets;                  DROP TABLE projection_checkpoints;                  DELETE FROM schema_migrations WHERE version = 3;",
+            )
+            .unwrap();
+        assert_eq!(store.schema_version().unwrap(), 2);
+    }
+    let options = LedgerOptions {
+        bucket_events: 2,
+        checkpoint_every: None,
+        ..LedgerOptions::default()
+    };
+    t.reopen_with(&options);
+    assert_eq!(t.ledger().state(), live);
+    assert!(t.ledger().verify().unwrap().ok());
+    for n in 6..=9 {
+        t.publish(n, &[webhook(1)]).unwrap();
+    }
+    let same = t.publish(1, &[webhook(1)]);
+    assert!(
+        matches!(
+            same,
+            Err(hookledger::LedgerError::EventExists {
+                same_body: true,
+                ..
+            })
+        ),
+        "{same:?}"
+    );
+    t.ledger().checkpoint_now().unwrap();
+    t.reopen_with(&options);
+    let reader = t.ledger().reader().unwrap();
+    assert_eq!(reader.schema_version().unwrap(), 3);
+    let sealed: i64 = reader
+        .connection()
+        .query_row("SELECT count(*) FROM event_buckets", [], |r| r.get(0))
+        .unwrap();
+    assert!(sealed >= 2, "{sealed}");
+    let verdict = t.ledger().verify().unwrap();
+    assert!(verdict.ok(), "{verdict}");
+    assert_eq!(verdict.events, 9);
 }

@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 
 use duckdb::types::{TimeUnit, Value};
-use duckdb::{params, params_from_iter, AccessMode, Config, Connection};
+use duckdb::{params, AccessMode, Config, Connection};
 use uuid::Uuid;
 
-use super::{CommitBatch, Store, StoredEvent};
+use super::{CheckpointInfo, CommitBatch, Store, StoredCheckpoint, StoredEvent};
 use crate::error::{LedgerError, Result};
 use crate::ids::{DeliveryKey, EventId};
 use crate::ledger::chain::{BatchLink, Hash};
@@ -21,11 +21,18 @@ use crate::registry::StoredChange;
 
 /// The numbered schema files, applied in order. The database records the highest applied.
 mod arrow_scan;
+mod buckets;
+mod idfilter;
+mod positions;
 mod summaries;
+
+use buckets::Buckets;
+pub use buckets::DEFAULT_BUCKET_EVENTS;
 
 pub const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../../schema/001_ledger.sql")),
     (2, include_str!("../../../schema/002_audit_views.sql")),
+    (3, include_str!("../../../schema/003_history.sql")),
 ];
 
 /// The schema version this build writes and understands.
@@ -42,10 +49,17 @@ pub enum OpenMode {
     ReadOnly,
 }
 
+/// DuckDB's memory limit (its buffer cache), unless `HOOKLEDGER_DUCKDB_MEMORY` says otherwise.
+pub const DEFAULT_MEMORY_LIMIT: &str = "256MB";
+
 /// A DuckDB connection speaking the [`Store`] trait.
 pub struct DuckStore {
     conn: Connection,
     path: PathBuf,
+    /// The schema version of the file (a read-only open of an older file does not migrate it).
+    schema: u32,
+    /// The event buckets as the writer sees them (read-write opens); readers ask the file.
+    buckets: Option<Buckets>,
 }
 
 impl DuckStore {
@@ -59,14 +73,56 @@ impl DuckStore {
             OpenMode::ReadWrite => AccessMode::ReadWrite,
             OpenMode::ReadOnly => AccessMode::ReadOnly,
         };
-        let config = Config::default().access_mode(access)?;
+        let memory = std::env::var("HOOKLEDGER_DUCKDB_MEMORY")
+            .ok()
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_MEMORY_LIMIT.to_owned());
+        let config = Config::default().access_mode(access)?.max_memory(&memory)?;
         let conn = Connection::open_with_flags(path, config).map_err(|e| open_error(e, path))?;
-        let store = Self {
+        let mut store = Self {
             conn,
             path: path.to_owned(),
+            schema: 0,
+            buckets: None,
         };
         store.migrate(mode)?;
+        store.schema = store.schema_version()?;
+        if mode == OpenMode::ReadWrite {
+            store.buckets = Some(Buckets::load(&store.conn, DEFAULT_BUCKET_EVENTS)?);
+        }
         Ok(store)
+    }
+
+    /// How many events a bucket takes before the next batch opens a new one (the writer's
+    /// setting; see `buckets.rs`).
+    pub fn set_bucket_events(&mut self, events: u64) {
+        if let Some(b) = &mut self.buckets {
+            b.set_bucket_events(events);
+        }
+    }
+
+    /// Memory held by the sealed buckets' id filters, in bytes.
+    pub fn id_filter_bytes(&self) -> usize {
+        self.buckets.as_ref().map_or(0, Buckets::filter_bytes)
+    }
+
+    /// The tables holding events, oldest first.
+    fn event_tables(&self) -> Result<Vec<String>> {
+        let n = if self.schema >= 3 {
+            buckets::bucket_count(&self.conn)?
+        } else {
+            1
+        };
+        Ok((0..n).map(buckets::table).collect())
+    }
+
+    /// Every event, whatever its bucket.
+    fn events_view(&self) -> &'static str {
+        if self.schema >= 3 {
+            "events_all"
+        } else {
+            "events"
+        }
     }
 
     /// Runs DuckDB's work on one thread from now on (a database-wide setting). The ledger calls
@@ -85,6 +141,8 @@ impl DuckStore {
         Ok(Self {
             conn: self.conn.try_clone()?,
             path: self.path.clone(),
+            schema: self.schema,
+            buckets: None,
         })
     }
 
@@ -208,9 +266,25 @@ impl DuckStore {
         Ok(())
     }
 
-    /// Everything of one batch, inside the transaction [`DuckStore::commit_batch`] opened.
-    fn append_batch(&self, batch: &CommitBatch) -> duckdb::Result<()> {
-        self.append_events(&batch.events)?;
+    /// Everything of one batch, inside the transaction [`DuckStore::commit_batch`] opened; a
+    /// batch with events may first seal the open bucket (applied once it commits).
+    fn append_batch(&self, batch: &CommitBatch) -> duckdb::Result<Option<buckets::Roll>> {
+        let mut roll = None;
+        if !batch.events.is_empty() {
+            if let Some(b) = &self.buckets {
+                roll = b.roll_if_full(&self.conn)?;
+            }
+            let table = match (&roll, &self.buckets) {
+                (Some(_), Some(b)) => buckets::table(b.sealed_count() as u32 + 1),
+                (None, Some(b)) => b.open_table(),
+                (_, None) => {
+                    return Err(duckdb::Error::InvalidParameterName(
+                        "events are appended by the writer's connection only".into(),
+                    ))
+                }
+            };
+            self.append_events(&table, &batch.events)?;
+        }
         self.append_records(&batch.records)?;
         if let Some((link, committed_at)) = &batch.link {
             self.conn
@@ -228,11 +302,11 @@ impl DuckStore {
                 .prepare_cached("INSERT OR REPLACE INTO settings VALUES (?, ?)")?
                 .execute(params![name, value])?;
         }
-        Ok(())
+        Ok(roll)
     }
 
-    fn append_events(&self, events: &[StoredEvent]) -> duckdb::Result<()> {
-        let mut app = self.conn.appender("events")?;
+    fn append_events(&self, table: &str, events: &[StoredEvent]) -> duckdb::Result<()> {
+        let mut app = self.conn.appender(table)?;
         for e in events {
             app.append_row(params![
                 e.seq as i64,
@@ -313,11 +387,12 @@ impl DuckStore {
     /// One batch in one transaction. BEGIN, COMMIT and the link's INSERT are prepared once
     /// per connection: parsing and planning them on every commit cost the writer more than
     /// appending the batch's rows.
-    fn commit_batch(&self, batch: &CommitBatch) -> duckdb::Result<()> {
+    fn commit_batch(&self, batch: &CommitBatch) -> duckdb::Result<Option<buckets::Roll>> {
         self.conn.prepare_cached("BEGIN TRANSACTION")?.execute([])?;
-        let committed = self
-            .append_batch(batch)
-            .and_then(|()| self.conn.prepare_cached("COMMIT")?.execute([]).map(|_| ()));
+        let committed = self.append_batch(batch).and_then(|roll| {
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
+            Ok(roll)
+        });
         if committed.is_err() {
             // Nothing of the batch stays; a failed COMMIT has already ended the transaction.
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -331,7 +406,23 @@ impl Store for DuckStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.commit_batch(batch).map_err(commit_error)
+        // A repeat of an event id stored in a sealed bucket (whose key no longer sees new
+        // rows) refuses the batch as the open bucket's key would.
+        if let (Some(b), false) = (&self.buckets, batch.events.is_empty()) {
+            let ids: Vec<Uuid> = batch.events.iter().map(|e| e.event_id.0).collect();
+            if let Some(id) = b.stored_in_sealed(&self.conn, &ids)? {
+                return Err(LedgerError::Invalid(format!(
+                    "event {id} is already stored (in a sealed bucket): the batch is refused"
+                )));
+            }
+        }
+        let roll = self.commit_batch(batch).map_err(commit_error)?;
+        if let Some(b) = &mut self.buckets {
+            let events: Vec<(u64, Uuid)> =
+                batch.events.iter().map(|e| (e.seq, e.event_id.0)).collect();
+            b.committed(roll, &events);
+        }
+        Ok(())
     }
 
     fn scan_records(
@@ -446,17 +537,31 @@ impl Store for DuckStore {
     }
 
     fn events(&self, ids: &[EventId]) -> Result<Vec<StoredEvent>> {
-        if ids.is_empty() {
-            return Ok(vec![]);
+        // Each id is looked up in the key of each bucket that may hold it: the writer's filters
+        // name them; a reader asks every bucket.
+        let all: Vec<u32> = match &self.buckets {
+            Some(_) => Vec::new(),
+            None => (0..self.event_tables()?.len() as u32).collect(),
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            let candidates = match &self.buckets {
+                Some(b) => b.candidates(id.0),
+                None => all.clone(),
+            };
+            for bucket in candidates {
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM {} WHERE event_id = ?",
+                    buckets::table(bucket)
+                );
+                let mut stmt = self.conn.prepare_cached(&sql)?;
+                let found = stmt.query_map(params![id.0], read_event)?;
+                for e in found {
+                    out.push(e?);
+                }
+            }
         }
-        let marks = vec!["?::UUID"; ids.len()].join(", ");
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({marks})");
-        let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(
-            params_from_iter(ids.iter().map(|i| i.0.to_string())),
-            read_event,
-        )?;
-        Ok(rows.collect::<duckdb::Result<_>>()?)
+        Ok(out)
     }
 
     fn enqueued_webhooks(&self, event_id: EventId) -> Result<Vec<crate::ids::WebhookId>> {
@@ -511,7 +616,10 @@ impl Store for DuckStore {
     }
 
     fn scan_events(&self, f: &mut dyn FnMut(StoredEvent) -> Result<()>) -> Result<()> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY seq");
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM {} ORDER BY seq",
+            self.events_view()
+        );
         let mut stmt = self.conn.prepare(&sql)?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
@@ -521,9 +629,16 @@ impl Store for DuckStore {
     }
 
     fn last_event(&self) -> Result<Option<(u64, Hash)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")?;
+        // The newest events are in the open bucket (a bucket opens with its first events).
+        let open = match &self.buckets {
+            Some(b) => b.open_table(),
+            None => self
+                .event_tables()?
+                .pop()
+                .unwrap_or_else(|| "events".into()),
+        };
+        let sql = format!("SELECT seq, hash FROM {open} ORDER BY seq DESC LIMIT 1");
+        let mut stmt = self.conn.prepare(&sql)?;
         let mut rows = stmt.query([])?;
         Ok(match rows.next()? {
             Some(r) => {
@@ -555,6 +670,36 @@ impl Store for DuckStore {
         limit: usize,
     ) -> Result<Vec<DeliverySummary>> {
         summaries::deliveries(&self.conn, filter, after_enqueued_seq, limit)
+    }
+
+    fn link_ending_at(&self, seq: u64) -> Result<Option<BatchLink>> {
+        positions::link_ending_at(&self.conn, seq)
+    }
+
+    fn last_link(&self, at_or_after: u64) -> Result<Option<(BatchLink, Timestamp)>> {
+        positions::last_link(&self.conn, at_or_after)
+    }
+
+    fn last_seq_at_within(&self, at: Timestamp, from: u64, before: u64) -> Result<Option<u64>> {
+        positions::last_seq_at_within(&self.conn, at, from, before)
+    }
+
+    fn append_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<()> {
+        positions::append_checkpoint(&self.conn, checkpoint)
+    }
+
+    fn checkpoint_index(&self) -> Result<Vec<CheckpointInfo>> {
+        if self.schema < 3 {
+            return Ok(Vec::new());
+        }
+        positions::checkpoint_index(&self.conn)
+    }
+
+    fn checkpoints_at(&self, seq: u64) -> Result<Vec<StoredCheckpoint>> {
+        if self.schema < 3 {
+            return Ok(Vec::new());
+        }
+        positions::checkpoints_at(&self.conn, seq)
     }
 
     fn setting(&self, name: &str) -> Result<Option<String>> {
