@@ -184,6 +184,7 @@ mod tests {
             records: 42,
             changes: 1,
             elapsed: std::time::Duration::from_millis(1500),
+            start: Default::default(),
         };
         let text = metrics.render(counts, 99, &stats);
         for line in [

@@ -130,6 +130,14 @@ impl Registry {
         self.last_seq
     }
 
+    /// A registry as a checkpoint stored it: these webhooks after change `last_seq`.
+    pub(crate) fn from_parts(webhooks: Vec<Webhook>, last_seq: u64) -> Self {
+        Self {
+            webhooks: webhooks.into_iter().map(|w| (w.id, w)).collect(),
+            last_seq,
+        }
+    }
+
     pub fn get(&self, id: &WebhookId) -> Option<&Webhook> {
         self.webhooks.get(id)
     }

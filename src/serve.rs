@@ -36,13 +36,21 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     let settings = DeliverySettings::from_env().map_err(invalid)?;
     let clock = Arc::new(SystemClock);
     let db = options.db.clone();
-    let ledger = tokio::task::spawn_blocking(move || Ledger::open(&db, clock))
-        .await
-        .map_err(invalid)??;
+    let ledger_options = crate::ledger::LedgerOptions::from_env()?;
+    let ledger =
+        tokio::task::spawn_blocking(move || Ledger::open_with(&db, clock, &ledger_options))
+            .await
+            .map_err(invalid)??;
     let ledger = Arc::new(ledger);
     let stats = ledger.rebuild_stats();
+    let from = stats
+        .start
+        .checkpoint
+        .map_or("from genesis".to_owned(), |s| {
+            format!("after the checkpoint at seq {s}")
+        });
     println!(
-        "database {}: folded {} records and {} registry changes in {:.1} ms",
+        "database {}: folded {} records {from} and {} registry changes in {:.1} ms",
         options.db.display(),
         stats.records,
         stats.changes,

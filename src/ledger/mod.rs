@@ -1,10 +1,13 @@
 //! The ledger: the append-only `webhook_deliveries` log, its single writer, and the queue-state
 //! projection folded from it.
 //!
-//! [`Ledger::open`] folds the whole log (and the registry log) to rebuild the in-memory state;
-//! no stored queue table is trusted. All appends go through the one writer thread
-//! ([`writer`]); reads use their own connection. Point-in-time state ([`Ledger::state_at`]) and
-//! [`Ledger::verify`] re-fold from the log with the same pure [`projection`] fold.
+//! [`Ledger::open`] rebuilds the in-memory state from the newest valid projection checkpoint
+//! and the records after it, or from genesis ([`checkpoint`]: a checkpoint is a cache bound to
+//! a chain position, never a source of truth; no stored queue table is trusted). All appends go through the one writer thread
+//! ([`writer`]); reads use their own connection. Point-in-time state
+//! ([`Ledger::state_at_seq`], [`Ledger::state_at_time`]) folds from the nearest checkpoint at
+//! or before the target; [`Ledger::verify`] re-folds from genesis with the same pure
+//! [`projection`] fold and checks every checkpoint against it.
 //!
 //! When the disk fails (full, read-only, gone), commits fail with
 //! [`LedgerError::StorageUnavailable`] and nothing of them is applied; the writer reopens the
@@ -12,12 +15,14 @@
 //! [`Shared::storage_error`] says why while it lasts.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod due;
 pub mod projection;
 pub mod record;
 mod reopen;
 pub mod stored;
 pub mod verify;
+mod verify_checkpoints;
 pub mod view;
 pub mod writer;
 
@@ -50,6 +55,8 @@ pub struct Shared {
     reader: Mutex<DuckStore>,
     /// Why the last commit could not be written, until one is (`/healthz` reports it).
     storage_error: Mutex<Option<String>>,
+    /// How this ledger was opened (checkpoints, buckets), for reopening and queries.
+    options: LedgerOptions,
 }
 
 impl Shared {
@@ -95,18 +102,49 @@ struct Loaded {
     last_link: chain::Hash,
     last_change_hash: chain::Hash,
     last_event: (u64, chain::Hash),
+    /// The checkpoint the fold started from, and the ones passed over.
+    start: Start,
+}
+
+/// Where a fold started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Start {
+    /// The seq of the checkpoint it started from (`None`: from genesis).
+    pub checkpoint: Option<u64>,
+    /// Checkpoints that did not check out and were ignored (each was logged as a warning).
+    pub ignored: Vec<checkpoint::Ignored>,
 }
 
 impl Loaded {
-    fn from_store(store: &dyn Store) -> Result<Self> {
-        let projection = fold_records(store, u64::MAX)?;
+    /// Folds the file, from its newest valid checkpoint when `use_checkpoints`.
+    fn from_store(store: &dyn Store, use_checkpoints: bool) -> Result<Self> {
         let changes = store.changes()?;
+        let (snapshot, ignored) = if use_checkpoints {
+            checkpoint::newest_valid(store, u64::MAX, &|s| {
+                checkpoint::registry_matches(s, &changes)
+            })?
+        } else {
+            (None, Vec::new())
+        };
+        let start = Start {
+            checkpoint: snapshot.as_ref().map(|s| s.projection.last_seq()),
+            ignored,
+        };
+        let (mut projection, mut registry) = snapshot
+            .map(|s| (s.projection, s.registry))
+            .unwrap_or_default();
+        let from = projection.last_seq();
+        store.scan_records(from + 1, u64::MAX, &mut |row| {
+            projection.apply(&row.into_record()?)
+        })?;
         let last_change_hash = changes.last().map_or_else(registry::genesis, |c| c.hash);
-        let registry = fold_changes(changes)?;
+        let done = registry.last_seq() as usize;
+        for row in changes.into_iter().skip(done) {
+            registry.apply(&row.into_change()?)?;
+        }
         let last_link = store
-            .links()?
-            .last()
-            .map_or_else(chain::genesis, |l| l.hash);
+            .last_link(from)?
+            .map_or_else(chain::genesis, |(l, _)| l.hash);
         let last_event = store.last_event()?.unwrap_or((0, chain::event_genesis()));
         Ok(Self {
             projection,
@@ -114,39 +152,92 @@ impl Loaded {
             last_link,
             last_change_hash,
             last_event,
+            start,
         })
     }
 }
 
 /// What the startup rebuild did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RebuildStats {
+    /// Records folded (after the checkpoint, if one was used).
     pub records: u64,
     pub changes: u64,
     pub elapsed: Duration,
+    pub start: Start,
+}
+
+/// How a ledger runs its history: checkpoints and DuckDB's memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerOptions {
+    /// Store a projection checkpoint every this many records (`None`: never).
+    pub checkpoint_every: Option<u64>,
+    /// Start from the newest valid checkpoint (false: always fold from genesis).
+    pub use_checkpoints: bool,
+    /// Events per bucket of the events table (see `store/duck/buckets.rs`).
+    pub bucket_events: u64,
+}
+
+/// Records between two projection checkpoints, by default.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 100_000;
+
+impl LedgerOptions {
+    /// The defaults, with `HOOKLEDGER_CHECKPOINT_EVERY` (records between checkpoints; 0 turns
+    /// them off) applied.
+    pub fn from_env() -> Result<Self> {
+        let mut options = Self::default();
+        if let Ok(v) = std::env::var("HOOKLEDGER_CHECKPOINT_EVERY") {
+            let n: u64 = v.trim().parse().map_err(|_| {
+                LedgerError::Invalid(format!("HOOKLEDGER_CHECKPOINT_EVERY=`{v}` is not a number"))
+            })?;
+            options.checkpoint_every = (n > 0).then_some(n);
+        }
+        Ok(options)
+    }
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: Some(DEFAULT_CHECKPOINT_EVERY),
+            use_checkpoints: true,
+            bucket_events: crate::store::duck::DEFAULT_BUCKET_EVENTS,
+        }
+    }
 }
 
 /// An open ledger: the writer thread, the live projection, and a read connection.
 pub struct Ledger {
     requests: Option<Sender<Request>>,
     writer: Option<JoinHandle<()>>,
+    checkpointer: Option<checkpoint::checkpointer::Checkpointer>,
+    checkpoint_stats: Arc<checkpoint::checkpointer::CheckpointStats>,
     shared: Arc<Shared>,
     rebuild: RebuildStats,
 }
 
 impl Ledger {
-    /// Opens (creating if needed) the database at `path`, rebuilds the state from the logs and
-    /// starts the writer.
+    /// Opens (creating if needed) the database at `path` with the default options.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
-        let store = DuckStore::open(path, OpenMode::ReadWrite)?;
+        Self::open_with(path, clock, &LedgerOptions::default())
+    }
+
+    /// Opens (creating if needed) the database at `path`, rebuilds the state from its newest
+    /// valid checkpoint and the records after it (or from genesis), and starts the writer and
+    /// the checkpointer.
+    pub fn open_with(path: &Path, clock: Arc<dyn Clock>, options: &LedgerOptions) -> Result<Self> {
+        let mut store = DuckStore::open(path, OpenMode::ReadWrite)?;
+        store.set_bucket_events(options.bucket_events);
         let started = Instant::now();
-        let loaded = Loaded::from_store(&store)?;
+        let loaded = Loaded::from_store(&store, options.use_checkpoints)?;
         store.use_one_thread()?;
         let rebuild = RebuildStats {
-            records: loaded.projection.last_seq(),
+            records: loaded.projection.last_seq() - loaded.start.checkpoint.unwrap_or(0),
             changes: loaded.registry.last_seq(),
             elapsed: started.elapsed(),
+            start: loaded.start.clone(),
         };
+        let last_checkpoint = loaded.start.checkpoint.unwrap_or(0);
         let (committed, _) = watch::channel(loaded.projection.last_seq());
         let shared = Arc::new(Shared {
             projection: RwLock::new(loaded.projection),
@@ -154,6 +245,7 @@ impl Ledger {
             committed,
             reader: Mutex::new(store.reader()?),
             storage_error: Mutex::new(None),
+            options: options.clone(),
         });
         let writer = Writer {
             store: Box::new(store),
@@ -170,16 +262,45 @@ impl Ledger {
             .name("hookledger-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| LedgerError::Invalid(format!("cannot start the writer: {e}")))?;
+        let checkpoint_stats = Arc::new(checkpoint::checkpointer::CheckpointStats::default());
+        let checkpointer = match options.checkpoint_every {
+            Some(every) if every > 0 => Some(checkpoint::checkpointer::Checkpointer::spawn(
+                shared.clone(),
+                checkpoint_stats.clone(),
+                every,
+                last_checkpoint,
+            )?),
+            _ => None,
+        };
         Ok(Self {
             requests: Some(tx),
             writer: Some(handle),
+            checkpointer,
+            checkpoint_stats,
             shared,
             rebuild,
         })
     }
 
-    pub fn rebuild_stats(&self) -> RebuildStats {
-        self.rebuild
+    /// Stores a projection checkpoint of the state now (the checkpointer does this by itself
+    /// every `checkpoint_every` records); its seq, or `None` for an empty ledger.
+    pub fn checkpoint_now(&self) -> Result<Option<u64>> {
+        checkpoint::checkpointer::write_now(&self.shared, &self.checkpoint_stats)
+    }
+
+    /// What the checkpointer has done so far.
+    pub fn checkpoint_stats(&self) -> &checkpoint::checkpointer::CheckpointStats {
+        &self.checkpoint_stats
+    }
+
+    /// The head: last seq, its chain hash and when it was committed.
+    pub fn head(&self) -> Result<checkpoint::Head> {
+        let seq = self.shared.read_projection().last_seq();
+        checkpoint::head(&self.reader()?, seq)
+    }
+
+    pub fn rebuild_stats(&self) -> &RebuildStats {
+        &self.rebuild
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -220,16 +341,27 @@ impl Ledger {
         self.shared.reader_slot().reader()
     }
 
-    /// The queue as it was right after record `seq`.
+    /// The queue as it was right after record `seq`, folded from the nearest valid checkpoint
+    /// at or before it.
     pub fn state_at_seq(&self, seq: u64) -> Result<Projection> {
-        fold_records(&self.reader()?, seq)
+        let reader = self.reader()?;
+        if self.shared.options.use_checkpoints {
+            checkpoint::state_at(&reader, seq)
+        } else {
+            fold_records(&reader, seq)
+        }
     }
 
     /// The queue as it was at `at` (every record recorded at or before it).
     pub fn state_at_time(&self, at: Timestamp) -> Result<Projection> {
         let reader = self.reader()?;
-        let seq = reader.last_seq_at(at)?;
-        fold_records(&reader, seq)
+        if self.shared.options.use_checkpoints {
+            let seq = checkpoint::seq_at_time(&reader, at)?;
+            checkpoint::state_at(&reader, seq)
+        } else {
+            let seq = reader.last_seq_at(at)?;
+            fold_records(&reader, seq)
+        }
     }
 
     /// One delivery's records, in order: its audit trail.
@@ -249,6 +381,9 @@ impl Ledger {
     }
 
     fn stop(&mut self) {
+        if let Some(mut c) = self.checkpointer.take() {
+            c.stop(&self.shared);
+        }
         self.requests.take();
         if let Some(handle) = self.writer.take() {
             let _ = handle.join();
@@ -267,15 +402,6 @@ pub fn fold_records(store: &dyn Store, upto: u64) -> Result<Projection> {
     let mut projection = Projection::new();
     store.scan_records(1, upto, &mut |row| projection.apply(&row.into_record()?))?;
     Ok(projection)
-}
-
-/// Folds registry change rows, in seq order.
-fn fold_changes(rows: Vec<registry::StoredChange>) -> Result<Registry> {
-    let mut registry = Registry::new();
-    for row in rows {
-        registry.apply(&row.into_change()?)?;
-    }
-    Ok(registry)
 }
 
 /// One delivery's records, decoded.

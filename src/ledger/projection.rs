@@ -179,6 +179,36 @@ impl Projection {
         Ok(())
     }
 
+    /// A projection as a checkpoint stored it: these live deliveries (the due index is rebuilt
+    /// from the pending ones) and counters, after record `last_seq`.
+    pub(crate) fn from_parts(
+        live: Vec<(DeliveryKey, Live)>,
+        terminal: TerminalCounts,
+        last_seq: u64,
+        last_recorded_at: Option<Timestamp>,
+    ) -> Result<Self, String> {
+        let mut p = Self {
+            terminal,
+            last_seq,
+            last_recorded_at,
+            ..Self::default()
+        };
+        for (key, state) in live {
+            if let Live::Pending { due_us, .. } = state {
+                p.due.insert(key, due_us);
+            }
+            if p.live.insert(key, state).is_some() {
+                return Err(format!("delivery {key} is listed twice"));
+            }
+        }
+        Ok(p)
+    }
+
+    /// The finished deliveries, counted.
+    pub fn terminal(&self) -> TerminalCounts {
+        self.terminal
+    }
+
     /// The seq of the last record folded (0 for an empty ledger).
     pub fn last_seq(&self) -> u64 {
         self.last_seq

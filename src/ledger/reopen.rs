@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::writer::{Request, Writer};
-use super::Loaded;
+use super::{LedgerOptions, Loaded};
 use crate::error::{LedgerError, Result};
 use crate::store::duck::{DuckStore, OpenMode};
 
@@ -72,7 +72,7 @@ impl Writer {
                 reopen.reason
             ));
         }
-        match reopen_store(&self.path) {
+        match reopen_store(&self.path, &self.shared.options) {
             Ok((store, loaded)) => {
                 self.install(store, loaded);
                 self.reopen = None;
@@ -107,9 +107,10 @@ impl Writer {
     }
 }
 
-fn reopen_store(path: &Path) -> Result<(DuckStore, Loaded)> {
-    let store = DuckStore::open(path, OpenMode::ReadWrite)?;
-    let loaded = Loaded::from_store(&store)?;
+fn reopen_store(path: &Path, options: &LedgerOptions) -> Result<(DuckStore, Loaded)> {
+    let mut store = DuckStore::open(path, OpenMode::ReadWrite)?;
+    store.set_bucket_events(options.bucket_events);
+    let loaded = Loaded::from_store(&store, options.use_checkpoints)?;
     store.use_one_thread()?;
     Ok((store, loaded))
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::chain::{self, batch_hash, BatchLink};
 use super::projection::Projection;
 use super::stored::StoredRecord;
+use super::verify_checkpoints::{head_problem, CheckpointCheck};
 use crate::error::{LedgerError, Result};
 use crate::registry::{self, Registry};
 use crate::store::Store;
@@ -21,6 +22,8 @@ pub enum Log {
     Ledger,
     Registry,
     Events,
+    /// A stored projection checkpoint (a cache) that does not match the fold.
+    Checkpoints,
 }
 
 /// The first thing found wrong.
@@ -38,7 +41,16 @@ pub struct Verdict {
     pub batches: u64,
     pub events: u64,
     pub changes: u64,
+    /// Projection checkpoints compared with the fold.
+    pub checkpoints: u64,
     pub problem: Option<Problem>,
+}
+
+/// What else to check.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// A head kept elsewhere (`SEQ:HASH`): the log must still contain it.
+    pub expect_head: Option<(u64, chain::Hash)>,
 }
 
 impl Verdict {
@@ -52,8 +64,8 @@ impl fmt::Display for Verdict {
         match &self.problem {
             None => write!(
                 f,
-                "ok: {} records in {} batches, {} events and {} registry changes; chains intact, state matches",
-                self.records, self.batches, self.events, self.changes
+                "ok: {} records in {} batches, {} events and {} registry changes; chains intact, state matches ({} checkpoints too)",
+                self.records, self.batches, self.events, self.changes, self.checkpoints
             ),
             Some(p) => write!(
                 f,
@@ -62,6 +74,7 @@ impl fmt::Display for Verdict {
                     Log::Ledger => "ledger",
                     Log::Registry => "registry",
                     Log::Events => "events",
+                    Log::Checkpoints => "checkpoints",
                 },
                 p.seq,
                 p.reason
@@ -73,6 +86,16 @@ impl fmt::Display for Verdict {
 /// Verifies the store's logs. With `live`, only records up to its last seq are checked (later
 /// ones were committed after the snapshot) and the rebuilt state must equal it.
 pub fn verify(store: &dyn Store, live: Option<&Projection>) -> Result<Verdict> {
+    verify_with(store, live, &Options::default())
+}
+
+/// [`verify`], and every stored projection checkpoint against the fold at its seq, and the
+/// head `options` expects.
+pub fn verify_with(
+    store: &dyn Store,
+    live: Option<&Projection>,
+    options: &Options,
+) -> Result<Verdict> {
     let upto = live.map_or(u64::MAX, Projection::last_seq);
     let links: Vec<BatchLink> = store
         .links()?
@@ -80,7 +103,24 @@ pub fn verify(store: &dyn Store, live: Option<&Projection>) -> Result<Verdict> {
         .filter(|l| l.first_seq <= upto)
         .collect();
     let mut check = LedgerCheck::new(&links);
-    let scanned = store.scan_records(1, upto, &mut |row| check.record(row));
+    let mut checkpoints = CheckpointCheck::new(store, upto)?;
+    // The fold stops at each checkpoint's seq to compare (each scan reads only its range).
+    let mut from = 1;
+    let mut scanned = Ok(());
+    for seq in checkpoints.seqs() {
+        if seq >= from {
+            scanned = store.scan_records(from, seq, &mut |row| check.record(row));
+            if scanned.is_err() || check.problem.is_some() {
+                break;
+            }
+            from = seq + 1;
+        }
+        let open = !check.batch.is_empty();
+        checkpoints.at(store, seq, &check.projection, open, &check.prev_hash)?;
+    }
+    if scanned.is_ok() && check.problem.is_none() && from <= upto {
+        scanned = store.scan_records(from, upto, &mut |row| check.record(row));
+    }
     let mut problem = match (scanned, check.problem.take()) {
         (_, Some(p)) => Some(p),
         (Err(e), None) => return Err(e),
@@ -100,14 +140,21 @@ pub fn verify(store: &dyn Store, live: Option<&Projection>) -> Result<Verdict> {
             ));
         }
     }
-    let (changes, registry_problem) = verify_registry(store)?;
+    if let (None, Some(head)) = (&problem, options.expect_head) {
+        problem = head_problem(&links[..check.link_index], head);
+    }
+    let (changes, registry_problem) = verify_registry(store, &mut checkpoints)?;
     let (events, events_problem) = verify_events(store)?;
     Ok(Verdict {
         records: check.projection.last_seq(),
         batches: check.link_index as u64,
         events,
         changes,
-        problem: problem.or(registry_problem).or(events_problem),
+        checkpoints: checkpoints.checked(),
+        problem: problem
+            .or(registry_problem)
+            .or(events_problem)
+            .or(checkpoints.problem),
     })
 }
 
@@ -214,10 +261,14 @@ impl<'a> LedgerCheck<'a> {
 }
 
 /// Folds the registry log and checks its chain.
-fn verify_registry(store: &dyn Store) -> Result<(u64, Option<Problem>)> {
+fn verify_registry(
+    store: &dyn Store,
+    checkpoints: &mut CheckpointCheck,
+) -> Result<(u64, Option<Problem>)> {
     let mut registry = Registry::new();
     let mut prev = registry::genesis();
     let mut count = 0;
+    checkpoints.registry(&registry, &prev);
     for row in store.changes()? {
         let seq = row.seq;
         let bad = |reason: String| Problem {
@@ -233,7 +284,9 @@ fn verify_registry(store: &dyn Store) -> Result<(u64, Option<Problem>)> {
             return Ok((count, Some(bad(e.to_string()))));
         }
         count += 1;
+        checkpoints.registry(&registry, &prev);
     }
+    checkpoints.finish_registry();
     Ok((count, None))
 }
 

@@ -11,7 +11,7 @@ use hookledger::clock::ManualClock;
 use hookledger::ids::{DeliveryKey, EventId, WebhookId};
 use hookledger::ledger::record::{ErrorClass, Failure, NewRecord, RecordBody, Terminal, Timestamp};
 use hookledger::ledger::writer::{Commit, NewEvent, Receipt};
-use hookledger::ledger::Ledger;
+use hookledger::ledger::{Ledger, LedgerOptions};
 use hookledger::Result;
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -26,10 +26,16 @@ pub struct TestLedger {
 
 impl TestLedger {
     pub fn new() -> Self {
+        Self::with_options(&LedgerOptions::default())
+    }
+
+    /// A ledger on a fresh file with these options (checkpoints, bucket size).
+    pub fn with_options(options: &LedgerOptions) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("ledger.duckdb");
         let clock = ManualClock::at_epoch();
-        let ledger = Ledger::open(&path, Arc::new(clock.clone())).expect("open ledger");
+        let ledger =
+            Ledger::open_with(&path, Arc::new(clock.clone()), options).expect("open ledger");
         Self {
             dir,
             path,
@@ -48,6 +54,13 @@ impl TestLedger {
             l.close();
         }
         self.ledger = Some(Ledger::open(&self.path, Arc::new(self.clock.clone())).expect("reopen"));
+    }
+
+    /// Closes the ledger and opens the file again with `options`.
+    pub fn reopen_with(&mut self, options: &LedgerOptions) {
+        self.close();
+        let clock = Arc::new(self.clock.clone());
+        self.ledger = Some(Ledger::open_with(&self.path, clock, options).expect("reopen"));
     }
 
     pub fn close(&mut self) {

@@ -16,13 +16,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookledger::clock::{Clock, SystemClock};
-use hookledger::ledger::Ledger;
+use hookledger::ledger::{Ledger, LedgerOptions};
 use uuid::Uuid;
 
 use crate::common::*;
 
 const DB_VAR: &str = "HOOKLEDGER_TEST_CHILD_DB";
 const CYCLE_VAR: &str = "HOOKLEDGER_TEST_CHILD_CYCLE";
+/// Set: the child stores a projection checkpoint every this many records.
+const CHECKPOINT_VAR: &str = "HOOKLEDGER_TEST_CHILD_CHECKPOINT_EVERY";
 const THREADS: u128 = 4;
 const ACKS_BEFORE_KILL: usize = 300;
 const CYCLES: u128 = 3;
@@ -37,7 +39,15 @@ fn child_appender() {
         return;
     };
     let cycle: u128 = std::env::var(CYCLE_VAR).unwrap().parse().unwrap();
-    let ledger = Arc::new(Ledger::open(Path::new(&db), Arc::new(SystemClock)).unwrap());
+    let options = LedgerOptions {
+        checkpoint_every: std::env::var(CHECKPOINT_VAR)
+            .ok()
+            .map(|v| v.parse().unwrap())
+            .or(LedgerOptions::default().checkpoint_every),
+        ..LedgerOptions::default()
+    };
+    let clock = Arc::new(SystemClock);
+    let ledger = Arc::new(Ledger::open_with(Path::new(&db), clock, &options).unwrap());
     let threads: Vec<_> = (0..THREADS)
         .map(|thread| {
             let ledger = ledger.clone();
@@ -61,8 +71,17 @@ fn child_appender() {
 }
 
 /// Starts the child on `db` and returns it with a channel of its stdout lines.
-fn spawn_child(db: &Path, cycle: u128, stderr: &Path) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+fn spawn_child(
+    db: &Path,
+    cycle: u128,
+    stderr: &Path,
+    checkpoint_every: Option<u64>,
+) -> (Child, mpsc::Receiver<String>) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    if let Some(every) = checkpoint_every {
+        command.env(CHECKPOINT_VAR, every.to_string());
+    }
+    let mut child = command
         .args([
             "durability::child_appender",
             "--exact",
@@ -97,8 +116,13 @@ fn parse_ack(line: &str) -> Option<(u64, u128)> {
 
 /// One cycle: run the child until it has acknowledged enough commits, SIGKILL it, and return
 /// every acknowledgement it printed (seq -> event), including those still in the pipe.
-fn run_and_kill(db: &Path, cycle: u128, stderr: &Path) -> BTreeMap<u64, u128> {
-    let (mut child, lines) = spawn_child(db, cycle, stderr);
+fn run_and_kill(
+    db: &Path,
+    cycle: u128,
+    stderr: &Path,
+    checkpoint_every: Option<u64>,
+) -> BTreeMap<u64, u128> {
+    let (mut child, lines) = spawn_child(db, cycle, stderr, checkpoint_every);
     let deadline = Instant::now() + CYCLE_BOUND;
     let mut acks = BTreeMap::new();
     let mut other = Vec::new();
@@ -140,7 +164,7 @@ fn acknowledged_commits_survive_sigkill_and_the_chain_holds_after_each_restart()
     let mut all_acks = BTreeMap::new();
     let mut last_seq_before = 0;
     for cycle in 1..=CYCLES {
-        let acks = run_and_kill(&db, cycle, &stderr);
+        let acks = run_and_kill(&db, cycle, &stderr, None);
         assert!(acks.len() >= ACKS_BEFORE_KILL);
         assert!(
             acks.keys().all(|s| *s > last_seq_before),
@@ -197,4 +221,66 @@ fn acknowledged_commits_survive_sigkill_and_the_chain_holds_after_each_restart()
         ledger.close();
         last_seq_before = last_seq;
     }
+}
+
+/// SIGKILL while checkpoints are being written (the child stores one every 25 records, so one
+/// is nearly always in flight): the next start uses a previous checkpoint or the full fold,
+/// its state is exactly the full fold's, and every acknowledged record is there.
+#[test]
+fn sigkill_while_a_checkpoint_is_written_loses_nothing_and_the_next_start_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.duckdb");
+    let stderr = dir.path().join("child-stderr.log");
+    let mut all_acks = BTreeMap::new();
+    let mut from_checkpoint = 0;
+    for cycle in 1..=CYCLES {
+        all_acks.extend(run_and_kill(&db, cycle, &stderr, Some(25)));
+        let clock = Arc::new(SystemClock);
+        let no_writes = LedgerOptions {
+            checkpoint_every: None,
+            ..LedgerOptions::default()
+        };
+        let ledger = Ledger::open_with(&db, clock.clone(), &no_writes).unwrap();
+        let start = ledger.rebuild_stats().start.clone();
+        assert!(
+            start.ignored.is_empty(),
+            "cycle {cycle}: {:?}",
+            start.ignored
+        );
+        from_checkpoint += u32::from(start.checkpoint.is_some());
+        let state = ledger.state();
+        let verdict = ledger.verify().unwrap();
+        assert!(verdict.ok(), "cycle {cycle}: {verdict}");
+        ledger.close();
+        let full = LedgerOptions {
+            use_checkpoints: false,
+            ..no_writes
+        };
+        let ledger = Ledger::open_with(&db, clock, &full).unwrap();
+        assert_eq!(
+            ledger.state(),
+            state,
+            "cycle {cycle}: checkpoint start = full fold"
+        );
+        let max_acked = *all_acks.keys().last().unwrap();
+        assert!(
+            max_acked <= state.last_seq(),
+            "cycle {cycle}: acked {max_acked} is missing"
+        );
+        let reader = ledger.reader().unwrap();
+        for (seq, n) in &all_acks {
+            let id: String = reader
+                .connection()
+                .query_row(
+                    "SELECT event_id::VARCHAR FROM webhook_deliveries WHERE seq = ?",
+                    [*seq as i64],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(id, event(*n).0.to_string(), "cycle {cycle}: seq {seq}");
+        }
+        drop(reader);
+        ledger.close();
+    }
+    assert!(from_checkpoint > 0, "no start used a checkpoint");
 }

@@ -1,0 +1,137 @@
+//! The checkpointer: a thread beside the writer that stores a projection checkpoint whenever
+//! the ledger has grown by `every` records since the last one.
+//!
+//! It never runs on the writer thread and never holds up a commit for the work itself: it
+//! copies the projection and the registry under their read locks (the only moment the writer
+//! can wait for it, when it applies a batch: the copy costs about a microsecond per live
+//! delivery), then encodes, hashes and inserts the row through its own connection, in its own
+//! small transaction beside the writer's (DuckDB appends to different tables concurrently).
+//! Every state the writer publishes is at a batch boundary, so the copy is too, and the row is
+//! bound to the link ending at its seq. A crash while the row is written leaves no row (the
+//! insert is one transaction); the next open then uses the previous checkpoint.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::{snapshot_of, to_row};
+use crate::error::{LedgerError, Result};
+use crate::ledger::Shared;
+use crate::registry;
+use crate::store::Store;
+
+/// What the checkpointer has done, for the bench and the logs.
+#[derive(Debug, Default)]
+pub struct CheckpointStats {
+    pub written: AtomicU64,
+    /// The longest time the state's read locks were held for a copy, in microseconds.
+    pub longest_copy_us: AtomicU64,
+    /// The longest time from copy to stored row, in microseconds.
+    pub longest_write_us: AtomicU64,
+    pub last_bytes: AtomicU64,
+}
+
+/// Stores a checkpoint of the live state now; its seq, or `None` for an empty ledger.
+pub(crate) fn write_now(shared: &Shared, stats: &CheckpointStats) -> Result<Option<u64>> {
+    let started = Instant::now();
+    let projection = shared.read_projection().clone();
+    let registry = shared.read_registry().clone();
+    let copied = started.elapsed();
+    let seq = projection.last_seq();
+    if seq == 0 {
+        return Ok(None);
+    }
+    let mut store = shared.reader_slot().reader()?;
+    let link = store.link_ending_at(seq)?.ok_or_else(|| {
+        LedgerError::Invalid(format!(
+            "no chain link ends at seq {seq}; no checkpoint taken"
+        ))
+    })?;
+    let change_hash = match registry.last_seq() {
+        0 => registry::genesis(),
+        n => store
+            .changes()?
+            .get(n as usize - 1)
+            .map(|c| c.hash)
+            .ok_or_else(|| LedgerError::Invalid(format!("registry change {n} is missing")))?,
+    };
+    let row = to_row(&snapshot_of(&projection, &registry, change_hash), link.hash);
+    store.append_checkpoint(&row)?;
+    stats.written.fetch_add(1, Ordering::Relaxed);
+    stats
+        .last_bytes
+        .store(row.body.len() as u64, Ordering::Relaxed);
+    stats
+        .longest_copy_us
+        .fetch_max(copied.as_micros() as u64, Ordering::Relaxed);
+    stats
+        .longest_write_us
+        .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    tracing::debug!(
+        seq,
+        bytes = row.body.len(),
+        took_ms = started.elapsed().as_secs_f64() * 1e3,
+        "stored a projection checkpoint"
+    );
+    Ok(Some(seq))
+}
+
+/// The running checkpointer thread.
+pub(crate) struct Checkpointer {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts the thread: a checkpoint whenever the committed seq reaches `last + every`.
+    pub fn spawn(
+        shared: Arc<Shared>,
+        stats: Arc<CheckpointStats>,
+        every: u64,
+        mut last: u64,
+    ) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| LedgerError::Invalid(format!("cannot start the checkpointer: {e}")))?;
+        let handle = std::thread::Builder::new()
+            .name("hookledger-checkpointer".into())
+            .spawn(move || {
+                let mut committed = shared.subscribe();
+                while !stopping.load(Ordering::Acquire) {
+                    let seq = *committed.borrow_and_update();
+                    if seq >= last.saturating_add(every) {
+                        match write_now(&shared, &stats) {
+                            Ok(Some(s)) => last = s,
+                            Ok(None) => {}
+                            Err(e) => {
+                                // A cache: try again one interval later.
+                                tracing::warn!(error = %e, "could not store a projection checkpoint");
+                                last = seq;
+                            }
+                        }
+                        continue;
+                    }
+                    if runtime.block_on(committed.changed()).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| LedgerError::Invalid(format!("cannot start the checkpointer: {e}")))?;
+        Ok(Self {
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    /// Stops the thread (after the checkpoint it may be writing).
+    pub fn stop(&mut self, shared: &Shared) {
+        self.stop.store(true, Ordering::Release);
+        shared.notify(None);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
