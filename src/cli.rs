@@ -12,9 +12,8 @@ use crate::error::{LedgerError, Result};
 use crate::ids::{DeliveryKey, EventId, WebhookId};
 use crate::ledger::record::{Record, RecordBody, Timestamp};
 use crate::ledger::view::QueueView;
-use crate::ledger::{fold_records, history, verify};
+use crate::ledger::{checkpoint, history, verify};
 use crate::store::duck::{DuckStore, OpenMode};
-use crate::store::Store;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,10 +34,17 @@ pub enum Command {
     State(StateArgs),
     /// Print one delivery's records in order: its audit trail.
     History(HistoryArgs),
-    /// Re-fold the ledger from scratch and check seqs, transitions and the hash chain.
-    Verify(DbArg),
+    /// Re-fold the ledger from scratch and check seqs, transitions, the hash chain and every
+    /// projection checkpoint.
+    Verify(VerifyArgs),
+    /// Print the ledger's head (last seq, chain hash, commit time) for an outside system to
+    /// keep; `verify --expect-head` checks the log still contains it.
+    Head(HeadArgs),
     /// Measure the ledger on this machine (figures with same-run baselines).
     Bench(BenchArgs),
+    /// The `history` bench's child: open a file, print open-to-ready and memory as JSON.
+    #[command(hide = true)]
+    BenchOpen(BenchOpenArgs),
 }
 
 #[derive(Debug, Args)]
@@ -58,9 +64,10 @@ pub struct BenchArgs {
     /// Which scenario (all runs every one).
     #[arg(long, default_value = "all", value_parser = clap::builder::PossibleValuesParser::new(crate::bench::SCENARIOS))]
     pub scenario: String,
-    /// Rebuild sizes in records, comma-separated (e.g. 1000000,10000000).
-    #[arg(long, value_delimiter = ',', default_value = "1000000")]
-    pub records: Vec<u64>,
+    /// Rebuild sizes in records, comma-separated (e.g. 1000000,10000000); for `history`,
+    /// its two ledger sizes (default 1000000,10000000).
+    #[arg(long, value_delimiter = ',')]
+    pub records: Option<Vec<u64>>,
     /// Events published by deliver, retry and disk (and POSTs made by baseline).
     #[arg(long, default_value_t = 200_000)]
     pub events: usize,
@@ -82,10 +89,40 @@ pub struct BenchArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BenchOpenArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    #[arg(long)]
+    pub no_checkpoints: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct DbArg {
     /// The database file.
     #[arg(long, env = "HOOKLEDGER_DB", default_value = "hookledger.duckdb")]
     pub db: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Fail unless the log contains this head (`SEQ:HASH`, as `hookledger head` prints it).
+    #[arg(long, value_parser = parse_anchor)]
+    pub expect_head: Option<(u64, crate::ledger::chain::Hash)>,
+}
+
+#[derive(Debug, Args)]
+pub struct HeadArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Print JSON instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_anchor(s: &str) -> std::result::Result<(u64, crate::ledger::chain::Hash), String> {
+    crate::ledger::checkpoint::Head::parse_anchor(s)
 }
 
 #[derive(Debug, Args)]
@@ -154,7 +191,8 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Bench(args) => {
             let options = crate::bench::Options {
                 scenario: args.scenario,
-                records: args.records,
+                records: args.records.clone().unwrap_or_else(|| vec![1_000_000]),
+                history_records: args.records.unwrap_or_else(|| vec![1_000_000, 10_000_000]),
                 events: args.events,
                 webhooks: args.webhooks,
                 concurrency: args.concurrency,
@@ -170,8 +208,16 @@ pub fn run(command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Head(args) => show_head(&args),
+        Command::BenchOpen(args) => {
+            crate::bench::history::open_child(&args.db.db, !args.no_checkpoints)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify(args) => {
-            let verdict = verify::verify(&open_read_only(&args.db)?, None)?;
+            let options = verify::Options {
+                expect_head: args.expect_head,
+            };
+            let verdict = verify::verify_with(&open_read_only(&args.db.db)?, None, &options)?;
             println!("{verdict}");
             Ok(if verdict.ok() {
                 ExitCode::SUCCESS
@@ -201,15 +247,31 @@ fn open_read_only(path: &Path) -> Result<DuckStore> {
 fn state(args: &StateArgs) -> Result<ExitCode> {
     let store = open_read_only(&args.db.db)?;
     let upto = match (args.at, args.seq) {
-        (Some(at), _) => store.last_seq_at(at)?,
+        (Some(at), _) => checkpoint::seq_at_time(&store, at)?,
         (None, Some(seq)) => seq,
         (None, None) => u64::MAX,
     };
-    let view = QueueView::of(&fold_records(&store, upto)?);
+    let view = QueueView::of(&checkpoint::state_at(&store, upto)?);
     if args.json {
         println!("{}", to_json(&view)?);
     } else {
         print!("{}", render_state(&view));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_head(args: &HeadArgs) -> Result<ExitCode> {
+    let store = open_read_only(&args.db.db)?;
+    let head = checkpoint::head(&store, checkpoint::newest_seq(&store)?)?;
+    let at = head.committed_at.map_or("-".to_owned(), |t| t.to_rfc3339());
+    if args.json {
+        let v = serde_json::json!({
+            "seq": head.seq, "chain_hash": hex::encode(head.hash),
+            "committed_at": head.committed_at, "anchor": head.anchor(),
+        });
+        println!("{}", to_json(&v)?);
+    } else {
+        println!("{}\ncommitted at {at}", head.anchor());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 
 pub mod error;
 mod extract;
+mod head;
 mod routes;
 
 use std::sync::Arc;
@@ -59,6 +60,7 @@ pub fn router(state: AppState, max_payload: usize) -> Router {
         .route("/deliveries/{webhook_id}/{event_id}", get(routes::delivery))
         .route("/state", get(routes::state))
         .route("/ledger", get(routes::ledger))
+        .route("/ledger/head", get(head::head))
         .route("/verify", get(routes::verify))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));

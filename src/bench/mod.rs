@@ -14,6 +14,7 @@
 //! | `rebuild` | folding N records vs. fetching them; memory after the fold | [`rebuild`] |
 //! | `commit` | one durable commit of a few rows; group commit under concurrent publishers | [`commit`] |
 //! | `due` | taking the 100 earliest due with 10 k vs. 1 M pending; projection memory | [`due`] |
+//! | `history` | open-to-ready, memory, commit latency, checkpoint pauses and `state_at` at two ledger sizes, and their ratios | [`history`] |
 //!
 //! Each [`Figure`] has a stable `id` (for `--json` consumers and the tests) and, where the
 //! figure has a same-run baseline or target reference, the ratio to it. Scenarios check their
@@ -24,6 +25,7 @@ mod commit;
 mod deliver;
 mod disk;
 mod due;
+pub mod history;
 mod rebuild;
 mod receiver;
 
@@ -35,7 +37,7 @@ use crate::error::{LedgerError, Result};
 
 /// The scenario names `--scenario` accepts (`all` runs every one).
 pub const SCENARIOS: &[&str] = &[
-    "baseline", "deliver", "retry", "rebuild", "commit", "due", "disk", "all",
+    "baseline", "deliver", "retry", "rebuild", "commit", "due", "disk", "history", "all",
 ];
 
 /// What to run, and at what size.
@@ -56,6 +58,8 @@ pub struct Options {
     pub receiver_latency: Duration,
     /// Pending-queue sizes for `due` (the first is the reference for the ratio).
     pub pending: Vec<usize>,
+    /// Ledger sizes for `history` (the first is the reference for the ratios).
+    pub history_records: Vec<u64>,
 }
 
 impl Default for Options {
@@ -69,6 +73,7 @@ impl Default for Options {
             publishers: 512,
             receiver_latency: Duration::ZERO,
             pending: vec![10_000, 1_000_000],
+            history_records: vec![1_000_000, 10_000_000],
         }
     }
 }
@@ -85,6 +90,7 @@ impl Options {
             publishers: 64,
             receiver_latency: Duration::ZERO,
             pending: vec![1_000, 10_000],
+            history_records: vec![30_000, 60_000],
         }
     }
 }
@@ -135,6 +141,10 @@ fn run_in(
     }
     if wants("rebuild") {
         figures.extend(rebuild::run(dir, &o.records, progress)?);
+    }
+    // Only when asked by name: at the default sizes it writes 11 M records.
+    if o.scenario == "history" {
+        figures.extend(history::run(dir, &o.history_records, progress)?);
     }
     let http = ["baseline", "deliver", "retry", "disk"];
     if http.iter().any(|s| wants(s)) {

@@ -101,3 +101,35 @@ fn an_unknown_scenario_is_refused() {
     let err = bench::run(&Options::small("nope"), &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("unknown scenario"), "{err}");
 }
+
+#[test]
+fn history_builds_two_ledgers_and_reports_each_figure_with_its_ratio() {
+    let figures = run("history", Options::small("history"));
+    for n in [31_000, 61_000] {
+        for id in [
+            "open",
+            "open_full",
+            "rss",
+            "commit_p99",
+            "pause",
+            "state_at",
+            "file",
+        ] {
+            assert!(
+                value(&figures, &format!("history.{id}_{n}")) > 0.0,
+                "{id} {n}"
+            );
+        }
+        let live = value(&figures, &format!("history.checkpoint_per_live_{n}"));
+        assert!(
+            live > 30.0 && live < 100.0,
+            "checkpoint bytes per live delivery: {live}"
+        );
+        let tail = value(&figures, &format!("history.tail_{n}"));
+        assert!(tail < n as f64 / 2.0, "the open folded {tail} of {n}");
+    }
+    for id in ["open", "commit_p99", "pause", "state_at", "rss"] {
+        let r = find(&figures, &format!("history.ratio_{id}")).expect("ratio");
+        assert!(r.ratio.is_some_and(|x| x > 0.0), "{r:?}");
+    }
+}

@@ -4,12 +4,14 @@ mod common;
 
 mod audit;
 mod bench;
+mod checkpoints;
 mod cli;
 mod crash_cycles;
 mod durability;
 mod engine;
 mod engine_restart;
 mod faults;
+mod head;
 mod hostile;
 mod ledger_props;
 mod scenarios;
