@@ -535,7 +535,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let text = state
         .engine
         .metrics()
-        .render(counts, seq, &ledger.rebuild_stats());
+        .render(counts, seq, ledger.rebuild_stats());
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -14,7 +14,7 @@ use super::{CheckpointInfo, CommitBatch, Store, StoredCheckpoint, StoredEvent};
 use crate::error::{LedgerError, Result};
 use crate::ids::{DeliveryKey, EventId};
 use crate::ledger::chain::{BatchLink, Hash};
-use crate::ledger::record::{Terminal, Timestamp};
+use crate::ledger::record::{RecordKind, Terminal, Timestamp};
 use crate::ledger::stored::StoredRecord;
 use crate::ledger::view::{DeliveryFilter, DeliverySummary};
 use crate::registry::StoredChange;
@@ -22,6 +22,7 @@ use crate::registry::StoredChange;
 /// The numbered schema files, applied in order. The database records the highest applied.
 mod arrow_scan;
 mod buckets;
+mod checks;
 mod idfilter;
 mod positions;
 mod summaries;
@@ -270,7 +271,7 @@ impl DuckStore {
     /// batch with events may first seal the open bucket (applied once it commits).
     fn append_batch(&self, batch: &CommitBatch) -> duckdb::Result<Option<buckets::Roll>> {
         let mut roll = None;
-        if !batch.events.is_empty() {
+        let events_table = if !batch.events.is_empty() {
             if let Some(b) = &self.buckets {
                 roll = b.roll_if_full(&self.conn)?;
             }
@@ -283,8 +284,10 @@ impl DuckStore {
                     ))
                 }
             };
-            self.append_events(&table, &batch.events)?;
-        }
+            Some(table)
+        } else {
+            None
+        };
         self.append_records(&batch.records)?;
         if let Some((link, committed_at)) = &batch.link {
             self.conn
@@ -301,6 +304,11 @@ impl DuckStore {
             self.conn
                 .prepare_cached("INSERT OR REPLACE INTO settings VALUES (?, ?)")?
                 .execute(params![name, value])?;
+        }
+        // Last: a repeated event id (the primary key) is the one way a batch can be refused,
+        // and everything above must then be rolled back (see the `Store` invariant).
+        if let Some(table) = events_table {
+            self.append_events(&table, &batch.events)?;
         }
         Ok(roll)
     }
@@ -653,14 +661,15 @@ impl Store for DuckStore {
     }
 
     fn first_duplicate_enqueue(&self) -> Result<Option<u64>> {
-        let v: Option<i64> = self.conn.query_row(
-            "SELECT min(seq) FROM (SELECT seq, row_number() OVER \
-             (PARTITION BY webhook_id, event_id ORDER BY seq) AS n \
-             FROM webhook_deliveries WHERE kind = 'enqueued') WHERE n > 1",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(v.map(|s| s as u64))
+        checks::first_duplicate_enqueue(&self.conn)
+    }
+
+    fn first_bad_requeue(&self) -> Result<Option<(u64, Terminal, Option<RecordKind>)>> {
+        checks::first_bad_requeue(&self.conn)
+    }
+
+    fn last_kinds(&self, keys: &[DeliveryKey]) -> Result<Vec<(DeliveryKey, RecordKind)>> {
+        checks::last_kinds(&self.conn, keys)
     }
 
     fn deliveries(
