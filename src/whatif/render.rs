@@ -114,7 +114,7 @@ pub fn render(r: &Report) -> String {
     if !r.changed.is_empty() {
         let _ = writeln!(
             out,
-            "{:<36}  {:<36}  {:<9} -> {:<9} / {:<9}  candidate at (optimistic)",
+            "{:<36}  {:<36}  {:<9} -> {:<10} / {:<11}  optimistic at",
             "webhook_id", "event_id", "actual", "optimistic", "pessimistic"
         );
     }
