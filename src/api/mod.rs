@@ -7,6 +7,7 @@
 pub mod error;
 mod extract;
 mod routes;
+mod whatif;
 
 use std::sync::Arc;
 
@@ -60,6 +61,7 @@ pub fn router(state: AppState, max_payload: usize) -> Router {
         .route("/state", get(routes::state))
         .route("/ledger", get(routes::ledger))
         .route("/verify", get(routes::verify))
+        .route("/whatif", post(whatif::whatif))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
