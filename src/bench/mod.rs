@@ -14,6 +14,7 @@
 //! | `rebuild` | folding N records vs. fetching them; memory after the fold | [`rebuild`] |
 //! | `commit` | one durable commit of a few rows; group commit under concurrent publishers | [`commit`] |
 //! | `due` | taking the 100 earliest due with 10 k vs. 1 M pending; projection memory | [`due`] |
+//! | `whatif` | a what-if over a week of 1 M and 10 M records vs. fetching and folding them | [`whatif`] |
 //!
 //! Each [`Figure`] has a stable `id` (for `--json` consumers and the tests) and, where the
 //! figure has a same-run baseline or target reference, the ratio to it. Scenarios check their
@@ -26,6 +27,7 @@ mod disk;
 mod due;
 mod rebuild;
 mod receiver;
+mod whatif;
 
 use std::time::Duration;
 
@@ -35,7 +37,7 @@ use crate::error::{LedgerError, Result};
 
 /// The scenario names `--scenario` accepts (`all` runs every one).
 pub const SCENARIOS: &[&str] = &[
-    "baseline", "deliver", "retry", "rebuild", "commit", "due", "disk", "all",
+    "baseline", "deliver", "retry", "rebuild", "commit", "due", "disk", "whatif", "all",
 ];
 
 /// What to run, and at what size.
@@ -56,6 +58,8 @@ pub struct Options {
     pub receiver_latency: Duration,
     /// Pending-queue sizes for `due` (the first is the reference for the ratio).
     pub pending: Vec<usize>,
+    /// Ledger sizes for `whatif`, in records (one week each).
+    pub whatif_records: Vec<u64>,
 }
 
 impl Default for Options {
@@ -69,6 +73,7 @@ impl Default for Options {
             publishers: 512,
             receiver_latency: Duration::ZERO,
             pending: vec![10_000, 1_000_000],
+            whatif_records: vec![1_000_000, 10_000_000],
         }
     }
 }
@@ -85,6 +90,7 @@ impl Options {
             publishers: 64,
             receiver_latency: Duration::ZERO,
             pending: vec![1_000, 10_000],
+            whatif_records: vec![20_000],
         }
     }
 }
@@ -135,6 +141,9 @@ fn run_in(
     }
     if wants("rebuild") {
         figures.extend(rebuild::run(dir, &o.records, progress)?);
+    }
+    if wants("whatif") {
+        figures.extend(whatif::run(dir, &o.whatif_records, progress)?);
     }
     let http = ["baseline", "deliver", "retry", "disk"];
     if http.iter().any(|s| wants(s)) {

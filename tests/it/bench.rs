@@ -101,3 +101,13 @@ fn an_unknown_scenario_is_refused() {
     let err = bench::run(&Options::small("nope"), &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("unknown scenario"), "{err}");
 }
+
+#[test]
+fn whatif_sees_every_generated_delivery_and_measures_itself_against_the_fold() {
+    let figures = run("whatif", Options::small("whatif"));
+    assert!(value(&figures, "whatif.deliveries_20000") > 5000.0);
+    let rate = find(&figures, "whatif.rate_20000").expect("rate");
+    assert!(rate.value > 0.0 && rate.ratio.is_some(), "{rate:?}");
+    assert!(value(&figures, "whatif.fold_20000") > 0.0);
+    assert!(value(&figures, "whatif.seconds_20000") > 0.0);
+}
