@@ -13,7 +13,7 @@
 //! | `disk` | ledger bytes per happy-path delivery | [`disk`] |
 //! | `rebuild` | folding N records vs. fetching them; memory after the fold | [`rebuild`] |
 //! | `commit` | one durable commit of a few rows; group commit under concurrent publishers | [`commit`] |
-//! | `due` | taking the 100 earliest due with 10 k vs. 1 M pending; projection memory | [`due`] |
+//! | `due` | a re-drive pass's pick (`due_fair`: 256 at most, 16 a webhook, over 64 webhooks, a quarter of them stalled) with 10 k vs. 1 M pending; projection memory | [`due`] |
 //! | `whatif` | a what-if over a week of 1 M and 10 M records vs. fetching and folding them | [`whatif`] |
 //!
 //! Each [`Figure`] has a stable `id` (for `--json` consumers and the tests) and, where the

@@ -275,12 +275,31 @@ mod tests {
         assert_eq!(sign("msg", 1, b"x", &[]), "");
     }
 
+    /// Checked against the manifest itself (read at test time, not through the `env!` the
+    /// constant is built from), and as the header value the sender sends.
     #[test]
     fn user_agent_names_crate_and_version() {
-        assert_eq!(
-            USER_AGENT,
-            format!("hookledger/{}", env!("CARGO_PKG_VERSION"))
-        );
+        let manifest =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+        let package = manifest.split("\n[").next().unwrap();
+        let field = |name: &str| {
+            package
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(name)?
+                        .trim()
+                        .strip_prefix('=')?
+                        .trim()
+                        .strip_prefix('"')?
+                        .strip_suffix('"')
+                })
+                .unwrap_or_else(|| panic!("no {name} in [package]"))
+                .to_owned()
+        };
+        let expected = format!("{}/{}", field("name"), field("version"));
+        assert_eq!(USER_AGENT, expected);
+        assert!(USER_AGENT.starts_with("hookledger/"), "{USER_AGENT}");
+        assert!(reqwest::header::HeaderValue::from_str(USER_AGENT).is_ok());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod due;
 pub mod projection;
 pub mod record;
 mod reopen;
+mod stage;
 pub mod stored;
 pub mod verify;
 pub mod view;

@@ -5,8 +5,11 @@
 //! ordered by due time within each webhook ([`super::due`]). A delivery that reaches a terminal state (delivered, dead, parked) is
 //! dropped from memory and only counted, so memory follows the queue, not the history. The price:
 //! a `requeued` record for a delivery that is not live cannot be checked against its past here.
-//! It names the terminal state it lifts the delivery from (the writer checked it against the
-//! log), and the fold checks that such a delivery is counted; `verify` checks the rest in SQL.
+//! It names the terminal state it lifts the delivery from, and the fold checks only that *some*
+//! delivery is counted in that state. The delivery's own state is checked where its past can be
+//! read: the writer stages a requeue against the delivery's last stored record
+//! ([`Staging::new`] takes those states, looked up by key), and `verify` checks every stored
+//! `requeued` against the record before it in SQL ([`crate::store::Store::first_bad_requeue`]).
 //!
 //! Transitions (anything else is an [`LedgerError::InvalidTransition`]):
 //!
@@ -258,28 +261,52 @@ fn with_seq(err: LedgerError, seq: u64) -> LedgerError {
     }
 }
 
+/// Where a delivery stands as far as a [`Staging`] knows: live, or finished in a terminal state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Staged {
+    Live(Live),
+    Finished(Terminal),
+}
+
 /// A projection with some records checked but not yet committed: the writer validates a whole
 /// batch against it, then commits, then applies. Nothing here touches the base projection.
+///
+/// A `requeued` record must name the state its delivery is really in. For a delivery that is
+/// neither live nor finished within the batch, that state comes from `finished`: the terminal
+/// state of each delivery the batch requeues, read from its last stored record. A key missing
+/// from it was never enqueued (or is not finished), and its requeue is refused.
 pub struct Staging<'a> {
     base: &'a Projection,
-    live: HashMap<DeliveryKey, Option<Live>>,
+    finished: &'a HashMap<DeliveryKey, Terminal>,
+    staged: HashMap<DeliveryKey, Staged>,
     terminal: TerminalCounts,
 }
 
 impl<'a> Staging<'a> {
-    pub fn new(base: &'a Projection) -> Self {
+    pub fn new(base: &'a Projection, finished: &'a HashMap<DeliveryKey, Terminal>) -> Self {
         Self {
             base,
-            live: HashMap::new(),
+            finished,
+            staged: HashMap::new(),
             terminal: base.terminal,
+        }
+    }
+
+    fn state(&self, key: &DeliveryKey) -> Option<Staged> {
+        match self.staged.get(key) {
+            Some(staged) => Some(*staged),
+            None => match self.base.get(key) {
+                Some(live) => Some(Staged::Live(live)),
+                None => self.finished.get(key).map(|t| Staged::Finished(*t)),
+            },
         }
     }
 
     /// The delivery's state with the staged records applied.
     pub fn get(&self, key: &DeliveryKey) -> Option<Live> {
-        match self.live.get(key) {
-            Some(staged) => *staged,
-            None => self.base.get(key),
+        match self.state(key) {
+            Some(Staged::Live(live)) => Some(live),
+            _ => None,
         }
     }
 
@@ -290,33 +317,54 @@ impl<'a> Staging<'a> {
             from,
             record: body.kind(),
         };
-        let step = transition(self.get(&key), body).map_err(refuse)?;
+        let state = self.state(&key);
+        if let RecordBody::Requeued { from, .. } = body {
+            match state {
+                Some(Staged::Finished(t)) if t == *from => {}
+                Some(Staged::Finished(t)) => {
+                    return Err(refuse(format!(
+                        "{}, not {} as the requeue says",
+                        t.as_str(),
+                        from.as_str()
+                    )))
+                }
+                Some(Staged::Live(live)) => return Err(refuse(live.describe())),
+                None => return Err(refuse("never enqueued".to_owned())),
+            }
+        }
+        let live = match state {
+            Some(Staged::Live(live)) => Some(live),
+            _ => None,
+        };
+        let step = transition(live, body).map_err(refuse)?;
         if let RecordBody::Requeued { from, .. } = body {
             let slot = self.terminal.slot(*from);
             *slot = slot
                 .checked_sub(1)
                 .ok_or_else(|| refuse(format!("no delivery is {}", from.as_str())))?;
         }
-        match step {
-            Step::Live(live) => {
-                self.live.insert(key, Some(live));
-            }
+        let next = match step {
+            Step::Live(live) => Staged::Live(live),
             Step::Terminal(t) => {
-                self.live.insert(key, None);
                 *self.terminal.slot(t) += 1;
+                Staged::Finished(t)
             }
-        }
+        };
+        self.staged.insert(key, next);
         Ok(())
     }
 
     /// Pending deliveries of one webhook, as staged (for parking on deactivation).
     pub fn pending_of(&self, webhook: crate::ids::WebhookId) -> Vec<DeliveryKey> {
-        let staged = self.live.iter().filter_map(|(k, l)| l.map(|l| (*k, l)));
+        let staged = self.staged.iter().filter_map(|(k, s)| match s {
+            Staged::Live(live) => Some((*k, *live)),
+            Staged::Finished(_) => None,
+        });
         let base = self
             .base
             .live
             .iter()
-            .filter(|(k, _)| !self.live.contains_key(*k));
+            .filter(|(k, _)| !self.staged.contains_key(*k));
         let mut keys: Vec<_> = base
             .map(|(k, l)| (*k, *l))
             .chain(staged)

@@ -1,5 +1,7 @@
 //! Unit tests of the fold: every allowed transition, and every refused one.
 
+use std::collections::HashMap;
+
 use chrono::DateTime;
 use uuid::Uuid;
 
@@ -173,69 +175,189 @@ fn requeued_lifts_each_terminal_state_back_to_pending_with_a_fresh_budget() {
     }
 }
 
-/// Every (state, record) pair not in the table is refused.
-#[test]
-fn every_transition_outside_the_table_is_refused() {
-    let prefixes: Vec<(&str, Vec<RecordBody>)> = vec![
+/// The histories that put key 1 in each state the tables below start from.
+fn prefixes() -> Vec<(&'static str, Vec<RecordBody>)> {
+    vec![
         ("none", vec![]),
         ("pending", vec![enqueued(0)]),
         ("in_attempt", vec![enqueued(0), attempted(1)]),
         ("delivered", vec![enqueued(0), attempted(1), delivered(1)]),
+        (
+            "dead",
+            vec![enqueued(0), attempted(1), failed(1, 1), dead()],
+        ),
         ("parked", vec![enqueued(0), parked()]),
-    ];
-    let allowed = |state: &str, kind: RecordKind| {
-        matches!(
-            (state, kind),
-            ("none", RecordKind::Enqueued)
-                | ("pending", RecordKind::Attempted)
-                | ("pending", RecordKind::DeadParked)
-                | ("pending", RecordKind::Parked)
-                | ("in_attempt", RecordKind::Delivered)
-                | ("in_attempt", RecordKind::Failed)
-                | ("delivered", RecordKind::Requeued)
-                | ("parked", RecordKind::Requeued)
-        )
+    ]
+}
+
+/// One record of every kind, with a requeue naming each terminal state.
+fn candidates() -> Vec<RecordBody> {
+    vec![
+        enqueued(0),
+        attempted(1),
+        delivered(1),
+        failed(1, 9),
+        dead(),
+        parked(),
+        requeued(Terminal::Delivered, 9),
+        requeued(Terminal::Dead, 9),
+        requeued(Terminal::Parked, 9),
+    ]
+}
+
+fn allowed(state: &str, body: &RecordBody) -> bool {
+    use RecordKind as K;
+    match (state, body) {
+        (_, RecordBody::Requeued { from, .. }) => state == from.as_str(),
+        _ => matches!(
+            (state, body.kind()),
+            ("none", K::Enqueued)
+                | ("pending", K::Attempted | K::DeadParked | K::Parked)
+                | ("in_attempt", K::Delivered | K::Failed)
+        ),
+    }
+}
+
+/// Key 1 after `prefix`, beside key 2 finished as `other` (so that every terminal counter a
+/// wrong requeue could lean on is non-zero), and the finished states the writer would read
+/// from the store for the keys that are not live.
+fn two_deliveries(
+    prefix: &[RecordBody],
+    other: Terminal,
+) -> (Projection, HashMap<DeliveryKey, Terminal>) {
+    let other_history = match other {
+        Terminal::Delivered => vec![enqueued(0), attempted(1), delivered(1)],
+        Terminal::Dead => vec![enqueued(0), attempted(1), failed(1, 1), dead()],
+        Terminal::Parked => vec![enqueued(0), parked()],
     };
-    let candidates = || {
-        vec![
-            enqueued(0),
-            attempted(1),
-            delivered(1),
-            failed(1, 9),
-            dead(),
-            parked(),
-            // A requeue must name the terminal state the delivery is in.
-            requeued(Terminal::Delivered, 9),
-            requeued(Terminal::Parked, 9),
-        ]
-    };
-    for (state, prefix) in &prefixes {
-        for body in candidates() {
+    let mut p = Projection::new();
+    let mut seq = 0;
+    for (k, bodies) in [(key(2), &other_history[..]), (key(1), prefix)] {
+        for body in bodies {
+            seq += 1;
+            p.apply(&Record {
+                seq,
+                recorded_at: t(seq as i64),
+                key: k,
+                body: body.clone(),
+            })
+            .unwrap();
+        }
+    }
+    let mut finished = HashMap::from([(key(2), other)]);
+    if let Some(t) = prefix.last().and_then(|b| Terminal::after(b.kind())) {
+        finished.insert(key(1), t);
+    }
+    (p, finished)
+}
+
+/// The writer's check ([`Staging`]): every (state, record) pair outside the transition table is
+/// refused, and a requeue is accepted only from the state its own delivery is in, whatever
+/// other deliveries are counted in.
+#[test]
+fn staging_refuses_every_transition_outside_the_table() {
+    for (state, prefix) in prefixes() {
+        for other in [Terminal::Delivered, Terminal::Dead, Terminal::Parked] {
+            for body in candidates() {
+                let (p, finished) = two_deliveries(&prefix, other);
+                let mut staging = Staging::new(&p, &finished);
+                let result = staging.stage(key(1), &body);
+                // The base projection forgets finished deliveries, and the writer refuses a
+                // second `enqueued` by its event (an enqueue needs a new one); `verify` finds
+                // it in SQL. Both are tested in tests/it.
+                let forgotten = matches!(state, "delivered" | "dead" | "parked")
+                    && body.kind() == RecordKind::Enqueued;
+                assert_eq!(
+                    result.is_ok(),
+                    allowed(state, &body) || forgotten,
+                    "{state} (other delivery {other:?}) + {body:?}: {result:?}"
+                );
+                if let Err(e) = result {
+                    assert!(
+                        matches!(e, LedgerError::InvalidTransition { key: k, .. } if k == key(1)),
+                        "{e:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn staging_names_what_is_wrong_with_a_requeue() {
+    let (p, finished) = two_deliveries(&[enqueued(0), attempted(1), delivered(1)], Terminal::Dead);
+    let mut staging = Staging::new(&p, &finished);
+    let wrong = staging
+        .stage(key(1), &requeued(Terminal::Dead, 9))
+        .unwrap_err();
+    assert!(wrong.to_string().contains("delivered, not dead"), "{wrong}");
+    let never = staging
+        .stage(key(3), &requeued(Terminal::Dead, 9))
+        .unwrap_err();
+    assert!(never.to_string().contains("never enqueued"), "{never}");
+}
+
+#[test]
+fn staging_follows_a_delivery_through_its_own_batch() {
+    let (p, finished) = two_deliveries(&[enqueued(0), attempted(1)], Terminal::Parked);
+    let mut staging = Staging::new(&p, &finished);
+    staging.stage(key(1), &delivered(1)).unwrap();
+    assert!(staging
+        .stage(key(1), &requeued(Terminal::Parked, 9))
+        .is_err());
+    staging
+        .stage(key(1), &requeued(Terminal::Delivered, 9))
+        .unwrap();
+    assert!(
+        staging
+            .stage(key(1), &requeued(Terminal::Delivered, 9))
+            .is_err(),
+        "a requeued delivery is pending again, not delivered"
+    );
+    staging
+        .stage(key(2), &requeued(Terminal::Parked, 9))
+        .unwrap();
+}
+
+/// The fold alone: it keeps no memory of finished deliveries, so a requeue is refused only when
+/// no delivery at all is counted in the state it names. This is the documented limit that the
+/// writer's lookup and `verify`'s SQL check close (tests/it/writer.rs, tests/it/tamper.rs).
+#[test]
+fn the_fold_refuses_a_requeue_only_when_no_delivery_is_in_that_state() {
+    for (state, prefix) in prefixes() {
+        for from in [Terminal::Delivered, Terminal::Dead, Terminal::Parked] {
             let mut bodies = prefix.clone();
-            bodies.push(body.clone());
+            bodies.push(requeued(from, 50));
             let result = fold(&bodies);
-            let requeue_matches = match (&body, *state) {
-                (RecordBody::Requeued { from, .. }, "delivered") => *from == Terminal::Delivered,
-                (RecordBody::Requeued { from, .. }, "parked") => *from == Terminal::Parked,
-                _ => true,
-            };
-            // The fold forgets finished deliveries, so a second `enqueued` after one is not
-            // visible here: the writer refuses it (an enqueue needs a new event) and `verify`
-            // finds it in SQL; both are tested in tests/it.
-            let forgotten =
-                matches!(*state, "delivered" | "parked") && body.kind() == RecordKind::Enqueued;
-            let expect_ok = (allowed(state, body.kind()) && requeue_matches) || forgotten;
-            assert_eq!(
-                result.is_ok(),
-                expect_ok,
-                "{state} + {:?}: {result:?}",
-                body.kind()
-            );
+            assert_eq!(result.is_ok(), state == from.as_str(), "{state} + {from:?}");
             if let Err(e) = result {
                 assert!(
                     matches!(e, LedgerError::Corrupt { seq, .. } if seq == bodies.len() as u64)
                 );
             }
+        }
+    }
+}
+
+/// The fold's own transitions (requeues aside, see above) follow the table.
+#[test]
+fn the_fold_refuses_every_other_transition_outside_the_table() {
+    for (state, prefix) in prefixes() {
+        for body in candidates() {
+            if body.kind() == RecordKind::Requeued {
+                continue;
+            }
+            let mut bodies = prefix.clone();
+            bodies.push(body.clone());
+            let result = fold(&bodies);
+            let forgotten = matches!(state, "delivered" | "dead" | "parked")
+                && body.kind() == RecordKind::Enqueued;
+            assert_eq!(
+                result.is_ok(),
+                allowed(state, &body) || forgotten,
+                "{state} + {:?}: {result:?}",
+                body.kind()
+            );
         }
     }
 }

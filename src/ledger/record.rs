@@ -151,6 +151,25 @@ impl Terminal {
         }
     }
 
+    /// The terminal state a delivery is in after a record of `kind`, if that kind ends it.
+    pub fn after(kind: RecordKind) -> Option<Self> {
+        match kind {
+            RecordKind::Delivered => Some(Self::Delivered),
+            RecordKind::DeadParked => Some(Self::Dead),
+            RecordKind::Parked => Some(Self::Parked),
+            _ => None,
+        }
+    }
+
+    /// The record kind that puts a delivery in this state.
+    pub fn record_kind(self) -> RecordKind {
+        match self {
+            Self::Delivered => RecordKind::Delivered,
+            Self::Dead => RecordKind::DeadParked,
+            Self::Parked => RecordKind::Parked,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         [Self::Delivered, Self::Dead, Self::Parked]
             .into_iter()

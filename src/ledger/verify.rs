@@ -1,7 +1,9 @@
 //! `verify`: re-fold the logs from scratch and check everything a reader relies on: seqs are
 //! gapless, every record decodes and is a valid transition, every chain link matches its
-//! records, no delivery was enqueued twice, the registry chain holds, and the rebuilt
-//! projection equals the live one. It reports the first bad seq.
+//! records, no delivery was enqueued twice, every `requeued` names the state its delivery was
+//! really in (the record before it, checked in SQL: the fold forgets finished deliveries), the
+//! registry chain holds, and the rebuilt projection equals the live one. It reports the first
+//! bad seq.
 
 use std::fmt;
 
@@ -91,6 +93,18 @@ pub fn verify(store: &dyn Store, live: Option<&Projection>) -> Result<Verdict> {
             problem,
             ledger_problem(seq, "a second `enqueued` for the same delivery".into()),
         );
+    }
+    if let Some((seq, named, before)) = store.first_bad_requeue()?.filter(|r| r.0 <= upto) {
+        let was = before.map_or_else(
+            || "was never enqueued".to_owned(),
+            |kind| format!("its previous record is `{kind}`"),
+        );
+        let reason = format!(
+            "a `requeued` from {} for a delivery that is not {}: {was}",
+            named.as_str(),
+            named.as_str()
+        );
+        problem = earliest(problem, ledger_problem(seq, reason));
     }
     if problem.is_none() {
         if let Some(live) = live.filter(|l| **l != check.projection) {

@@ -10,11 +10,17 @@
 //! A commit the disk refuses is answered `StorageUnavailable` and leaves no trace in memory;
 //! `reopen.rs` covers how the writer carries on after one.
 //!
+//! A `requeued` record is checked against the delivery it lifts: for each delivery a batch
+//! requeues that is not live, the writer reads the kind of its last stored record (one keyed
+//! query per batch, only for batches with requeues), and staging refuses a requeue of a
+//! delivery that was never enqueued, is not finished, or is in another terminal state than the
+//! record names.
+//!
 //! A repeated event id is refused by the primary key on `events` (the whole transaction fails
 //! and nothing is written); the writer then looks the batch's events up, refuses the repeated
 //! ones alone (answering whether the body was the same), and commits the rest.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
@@ -22,15 +28,15 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::chain::{batch_hash, event_link, BatchLink, Hash};
-use super::projection::Staging;
-use super::record::{to_micros, NewRecord, Record, RecordBody, Timestamp};
+use super::record::{to_micros, NewRecord, Record, RecordBody, Terminal, Timestamp};
 use super::reopen::Reopen;
+use super::stage::{requeues, stage_all, Staged};
 use super::stored::StoredRecord;
 use super::Shared;
 use crate::clock::Clock;
 use crate::error::{LedgerError, Result};
 use crate::ids::{DeliveryKey, EventId, WebhookId};
-use crate::registry::{Change, ChangeRecord, Registry, StoredChange};
+use crate::registry::{Change, ChangeRecord, StoredChange};
 use crate::store::{CommitBatch, Store, StoredEvent};
 
 /// How many commits one transaction takes at most.
@@ -70,13 +76,6 @@ pub struct Receipt {
 pub(crate) struct Request {
     pub commit: Commit,
     pub reply: oneshot::Sender<Result<Receipt>>,
-}
-
-/// A commit that passed its checks, with what the writer added to it.
-struct Staged {
-    request: Request,
-    records: Vec<NewRecord>,
-    parked: Vec<DeliveryKey>,
 }
 
 pub(crate) struct Writer {
@@ -119,7 +118,8 @@ impl Writer {
             return;
         }
         let now = self.now();
-        let (staged, deferred) = self.stage(requests, None);
+        let (requests, finished) = self.requeue_states(requests);
+        let (staged, deferred) = self.stage(requests, None, &finished);
         if !staged.is_empty() {
             let (batch, records, changes) = self.build(&staged, now);
             match self.store.commit(&batch) {
@@ -148,7 +148,8 @@ impl Writer {
             return self.fail(requests, e);
         }
         let now = self.now();
-        let (staged, _) = self.stage(requests, Some(&existing));
+        let (requests, finished) = self.requeue_states(requests);
+        let (staged, _) = self.stage(requests, Some(&existing), &finished);
         if staged.is_empty() {
             return;
         }
@@ -163,10 +164,50 @@ impl Writer {
         &self,
         requests: Vec<Request>,
         existing: Option<&[StoredEvent]>,
+        finished: &HashMap<DeliveryKey, Terminal>,
     ) -> (Vec<Staged>, Vec<Request>) {
         let projection = self.shared.read_projection();
         let registry = self.shared.read_registry();
-        stage_all(requests, &projection, &registry, existing)
+        stage_all(requests, &projection, &registry, existing, finished)
+    }
+
+    /// The terminal state, from its last stored record, of every delivery that `requests`
+    /// requeue and the projection does not hold live. When the store cannot answer, the
+    /// requests with requeues are refused (their check needs it) and the rest go on.
+    fn requeue_states(
+        &mut self,
+        requests: Vec<Request>,
+    ) -> (Vec<Request>, HashMap<DeliveryKey, Terminal>) {
+        let mut keys: Vec<DeliveryKey> = {
+            let projection = self.shared.read_projection();
+            requests
+                .iter()
+                .flat_map(|r| &r.commit.records)
+                .filter(|r| matches!(r.body, RecordBody::Requeued { .. }))
+                .filter(|r| projection.get(&r.key).is_none())
+                .map(|r| r.key)
+                .collect()
+        };
+        if keys.is_empty() {
+            return (requests, HashMap::new());
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        match self.store.last_kinds(&keys) {
+            Ok(kinds) => {
+                let finished = kinds
+                    .into_iter()
+                    .filter_map(|(key, kind)| Terminal::after(kind).map(|t| (key, t)))
+                    .collect();
+                (requests, finished)
+            }
+            Err(e) => {
+                let (refused, rest): (Vec<_>, Vec<_>) =
+                    requests.into_iter().partition(|r| requeues(&r.commit));
+                self.fail(refused, e);
+                (rest, HashMap::new())
+            }
+        }
     }
 
     /// The batch is durable: fold it in, then answer each caller with its seqs.
@@ -335,127 +376,4 @@ impl Writer {
         }
         self.shared.notify(records.last().map(|r| r.seq));
     }
-}
-
-/// Checks every request in arrival order against the projection plus what earlier requests of
-/// the batch staged. A refused request is answered at once and leaves no trace in the batch;
-/// without `existing` (the stored events, not looked up), a refused request that carries events
-/// is returned unanswered instead, for a check against the stored events.
-fn stage_all(
-    requests: Vec<Request>,
-    projection: &super::projection::Projection,
-    registry: &Registry,
-    existing: Option<&[StoredEvent]>,
-) -> (Vec<Staged>, Vec<Request>) {
-    let mut staged: Vec<Staged> = Vec::new();
-    let mut deferred = Vec::new();
-    let mut staging = Staging::new(projection);
-    let mut registry = registry.clone();
-    let stored = existing.unwrap_or_default();
-    let mut seen_events: HashSet<EventId> = stored.iter().map(|e| e.event_id).collect();
-    for request in requests {
-        let checked = check_events(&request.commit, stored, &seen_events)
-            .and_then(|()| stage_one(&request.commit, &mut staging, &mut registry));
-        match checked {
-            Ok((records, parked)) => {
-                seen_events.extend(request.commit.events.iter().map(|e| e.event_id));
-                staged.push(Staged {
-                    request,
-                    records,
-                    parked,
-                });
-            }
-            Err(e) => {
-                if existing.is_none() && !request.commit.events.is_empty() {
-                    deferred.push(request);
-                } else {
-                    let _ = request.reply.send(Err(e));
-                }
-                // Rebuild the staging from the accepted requests only.
-                staging = Staging::new(projection);
-                for s in &staged {
-                    for r in &s.records {
-                        let _ = staging.stage(r.key, &r.body);
-                    }
-                }
-            }
-        }
-    }
-    (staged, deferred)
-}
-
-fn check_events(commit: &Commit, existing: &[StoredEvent], seen: &HashSet<EventId>) -> Result<()> {
-    for (i, e) in commit.events.iter().enumerate() {
-        let dup_here = commit.events[..i].iter().any(|o| o.event_id == e.event_id);
-        if let Some(old) = existing.iter().find(|o| o.event_id == e.event_id) {
-            return Err(LedgerError::EventExists {
-                event_id: e.event_id,
-                same_body: old.body == e.body && old.event_type == e.event_type,
-            });
-        }
-        if dup_here || seen.contains(&e.event_id) {
-            return Err(LedgerError::EventExists {
-                event_id: e.event_id,
-                same_body: false,
-            });
-        }
-    }
-    for r in &commit.records {
-        if matches!(r.body, RecordBody::Enqueued { .. })
-            && !commit.events.iter().any(|e| e.event_id == r.key.event_id)
-        {
-            return Err(LedgerError::Invalid(format!(
-                "enqueued record for {} must come with its new event",
-                r.key
-            )));
-        }
-    }
-    Ok(())
-}
-
-type StagedRecords = (Vec<NewRecord>, Vec<DeliveryKey>);
-
-fn stage_one(
-    commit: &Commit,
-    staging: &mut Staging<'_>,
-    registry: &mut Registry,
-) -> Result<StagedRecords> {
-    // The batch's registry copy takes the changes only if the whole commit passes.
-    let mut trial = None;
-    if !commit.changes.is_empty() {
-        let mut copy = registry.clone();
-        for (webhook_id, change) in &commit.changes {
-            let rec = ChangeRecord {
-                seq: copy.last_seq() + 1,
-                recorded_at: Timestamp::UNIX_EPOCH,
-                webhook_id: *webhook_id,
-                change: change.clone(),
-            };
-            copy.apply(&rec)?;
-        }
-        trial = Some(copy);
-    }
-    let mut records: Vec<NewRecord> = commit
-        .records
-        .iter()
-        .map(|r| NewRecord::new(r.key, r.body.clone().normalized()))
-        .collect();
-    for r in &records {
-        staging.stage(r.key, &r.body)?;
-    }
-    let mut parked = Vec::new();
-    if let Some((webhook_id, reason)) = &commit.park {
-        for key in staging.pending_of(*webhook_id) {
-            let body = RecordBody::Parked {
-                reason: reason.clone(),
-            };
-            staging.stage(key, &body)?;
-            records.push(NewRecord::new(key, body));
-            parked.push(key);
-        }
-    }
-    if let Some(copy) = trial {
-        *registry = copy;
-    }
-    Ok((records, parked))
 }

@@ -4,14 +4,17 @@
 //! (`tests/it/store_conformance.rs`).
 //!
 //! Invariant: a store only appends. `commit` writes one batch atomically or not at all; nothing
-//! here updates or deletes a ledger, chain or registry row.
+//! here updates or deletes a ledger, chain or registry row. A backend writes a batch's events
+//! last, so that the one constraint a commit can hit (a repeated event id) fails the batch's
+//! last write and the conformance suite's "a failed commit writes nothing" tests the rollback of
+//! everything written before it.
 
 pub mod duck;
 
 use crate::error::Result;
 use crate::ids::{DeliveryKey, EventId};
 use crate::ledger::chain::BatchLink;
-use crate::ledger::record::Timestamp;
+use crate::ledger::record::{RecordKind, Timestamp};
 use crate::ledger::stored::StoredRecord;
 use crate::registry::StoredChange;
 
@@ -108,8 +111,21 @@ pub trait Store: Send {
     fn last_event(&self) -> Result<Option<(u64, crate::ledger::chain::Hash)>>;
 
     /// The seq of the first `enqueued` record for a delivery that was already enqueued, if any
-    /// (the one check the in-memory fold cannot make, since it forgets finished deliveries).
+    /// (a check the in-memory fold cannot make, since it forgets finished deliveries).
     fn first_duplicate_enqueue(&self) -> Result<Option<u64>>;
+
+    /// The first `requeued` record (by seq) whose delivery's previous record is not the one
+    /// that put it in the terminal state the requeue names (`delivered`, `dead_parked`,
+    /// `parked`), or that has no previous record: its seq, the state it names, and the kind
+    /// of the record before it (`None` for a delivery never enqueued). The fold forgets
+    /// finished deliveries, so `verify` makes this check here.
+    fn first_bad_requeue(
+        &self,
+    ) -> Result<Option<(u64, crate::ledger::record::Terminal, Option<RecordKind>)>>;
+
+    /// The kind of the last record of each of `keys` that has any, in no particular order:
+    /// the writer checks a `requeued` record against it.
+    fn last_kinds(&self, keys: &[DeliveryKey]) -> Result<Vec<(DeliveryKey, RecordKind)>>;
 
     /// Deliveries as they stand (live and finished), in the order they were enqueued: up to
     /// `limit` of those matching `filter` whose `enqueued` seq is after `after_enqueued_seq`.

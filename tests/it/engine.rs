@@ -1,8 +1,12 @@
 //! The delivery engine against a real HTTP receiver on 127.0.0.1: publish and fan-out, the
 //! inline first attempt, retries driven by the due index under a manual clock, dead-parking at
-//! the budget, parking on deactivation, redelivery, idempotent publish, abandoned attempts.
+//! the budget, parking on deactivation, redelivery, idempotent publish, abandoned attempts,
+//! draining attempts in flight on shutdown. Peers that hang hold their requests until the test
+//! releases them, so no attempt deadline races the work a test waits for; the only wall-time
+//! bound is a hang guard far above what any wait takes.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -22,6 +26,7 @@ use hookledger::ledger::writer::Commit;
 use hookledger::ledger::Ledger;
 use hookledger::registry::Change;
 use hookledger::LedgerError;
+use tokio::sync::watch;
 
 use crate::common::{event, webhook};
 
@@ -282,11 +287,12 @@ async fn parked_on_deactivation_then_redelivered_and_delivered() {
         s.trail(k)[3..],
         ["parked", "requeued", "attempted 1", "delivered 1 200"]
     );
-    let err = s
-        .engine
-        .redeliver(DeliveryKey::new(webhook(1), event(9)), "x")
-        .await;
-    assert!(err.is_err(), "no such delivery");
+    let unknown = DeliveryKey::new(webhook(1), event(9));
+    let err = s.engine.redeliver(unknown, "x").await;
+    assert!(
+        matches!(err, Err(LedgerError::UnknownDelivery(k)) if k == unknown),
+        "no such delivery: {err:?}"
+    );
 }
 
 #[tokio::test]
@@ -355,39 +361,81 @@ async fn an_attempt_cut_off_by_a_crash_is_recorded_as_abandoned_and_retried() {
     );
 }
 
-/// A peer that accepts connections and never answers; its URL.
-async fn hanging_peer() -> String {
+/// A peer that accepts connections and never answers until `release` is sent: then it drops
+/// every connection it holds, and every later one, without an answer. Its URL.
+async fn hanging_peer() -> (String, watch::Sender<bool>) {
     let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", hang.local_addr().unwrap());
+    let (release, mut released) = watch::channel(false);
     tokio::spawn(async move {
         let mut held = Vec::new();
+        loop {
+            tokio::select! {
+                conn = hang.accept() => match conn {
+                    Ok((conn, _)) => held.push(conn),
+                    Err(_) => return,
+                },
+                // Released (or the test is over).
+                _ = released.wait_for(|r| *r) => break,
+            }
+        }
+        drop(held);
         while let Ok((conn, _)) = hang.accept().await {
-            held.push(conn);
+            drop(conn);
         }
     });
-    url
+    (url, release)
 }
 
-/// Waits (bounded) until `done` holds, re-checking whenever a commit lands.
+/// Far above how long any condition here takes; a hang guard, not a measure.
+const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Waits until `done` holds, re-checking whenever a commit lands; panics after [`HANG_GUARD`].
 async fn until(s: &Setup, done: impl Fn() -> bool) {
     let mut committed = s.ledger().shared().subscribe();
-    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+    tokio::time::timeout(HANG_GUARD, async {
         while !done() {
             let _ = committed.changed().await;
         }
     })
     .await
-    .expect("condition reached in time");
+    .expect("condition reached within the hang guard");
 }
 
-#[tokio::test]
+/// A receiver that holds every request until `open` turns true, then answers 200; its URL
+/// and how many requests it holds or has held.
+async fn held_receiver() -> (String, Arc<AtomicUsize>, watch::Sender<bool>) {
+    let (open, opened) = watch::channel(false);
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let count = arrived.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move || {
+            let (count, mut opened) = (count.clone(), opened.clone());
+            async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = opened.wait_for(|open| *open).await;
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, arrived, open)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redrive_loop_retries_when_due_and_drains_on_shutdown() {
+    const IN_FLIGHT: u128 = 3;
     let s = Setup::new("30s");
     let (rx, url) = Receiver::start(&[500]).await;
-    s.register(1, &url, &[]).await;
+    s.register(1, &url, &["retry"]).await;
+    let (held_url, arrived, open) = held_receiver().await;
+    s.register(2, &held_url, &["held"]).await;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let run = tokio::spawn(s.engine.clone().run(shutdown));
-    s.publish(1, "x").await.unwrap();
+    let mut run = tokio::spawn(s.engine.clone().run(shutdown));
+    s.publish(1, "retry").await.unwrap();
     assert_eq!(rx.count(), 1);
     // Not due yet: the loop sleeps. Move the clock past the due time and wake it.
     let due = s.ledger().shared().read_projection().next_due().unwrap();
@@ -397,15 +445,50 @@ async fn the_redrive_loop_retries_when_due_and_drains_on_shutdown() {
     until(&s, || s.ledger().state().counts().delivered == 1).await;
     assert_eq!(rx.count(), 2);
     assert_eq!(s.trail(k).last().unwrap(), "delivered 2 200");
+
+    // Attempts really in flight when the stop comes: the held receiver has their requests.
+    for n in 0..IN_FLIGHT {
+        s.engine
+            .publish(Publish {
+                event_id: event(100 + n),
+                event_type: "held".into(),
+                payload: serde_json::json!({ "n": n }),
+            })
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(HANG_GUARD, async {
+        while arrived.load(Ordering::SeqCst) < IN_FLIGHT as usize {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the held requests arrived");
     stop.send(true).unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(10), run)
+    // The loop cannot end while they are held (this wait only gives a loop that does not
+    // drain the time to end; one that drains never ends here, however slow the machine).
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut run).await;
+    assert!(early.is_err(), "the loop stopped with attempts in flight");
+    open.send_replace(true);
+    tokio::time::timeout(HANG_GUARD, run)
         .await
-        .expect("the loop stops on shutdown")
+        .expect("the loop stops once the attempts in flight are recorded")
         .unwrap();
+    // Returned from `run`, so every attempt in flight at the stop is already recorded.
+    for n in 0..IN_FLIGHT {
+        let held = DeliveryKey::new(webhook(2), event(100 + n));
+        assert_eq!(
+            s.trail(held),
+            ["enqueued", "attempted 1", "delivered 1 200"],
+            "{held}"
+        );
+    }
+    assert_eq!(s.ledger().state().counts().in_attempt, 0);
 }
 
-/// A receiver that never answers must not hold back the others: its attempts time out while
-/// a hundred deliveries to a healthy receiver complete.
+/// A receiver that never answers must not hold back the others: a hundred deliveries to a
+/// healthy receiver complete while its attempts wait for an answer (the peer holds them until
+/// the test releases it, so no deadline races the hundred), and then they are recorded too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_receiver_does_not_delay_a_healthy_one() {
     let config = EngineConfig {
@@ -414,11 +497,11 @@ async fn a_hanging_receiver_does_not_delay_a_healthy_one() {
         ..EngineConfig::default()
     };
     let sender = SenderConfig {
-        attempt_timeout: std::time::Duration::from_secs(5),
+        attempt_timeout: std::time::Duration::from_secs(600),
         ..SenderConfig::default()
     };
     let s = Setup::with(config, sender);
-    let hang_url = hanging_peer().await;
+    let (hang_url, release) = hanging_peer().await;
     let (healthy, url) = Receiver::start(&[]).await;
     s.register(1, &hang_url, &["slow"]).await;
     s.register(2, &url, &["fast"]).await;
@@ -442,17 +525,21 @@ async fn a_hanging_receiver_does_not_delay_a_healthy_one() {
             .await
             .unwrap();
     }
-    until(&s, || healthy.count() == 100).await;
-    // All hundred were delivered while the hanging attempts were still waiting for an answer.
-    let stuck = DeliveryKey::new(webhook(1), event(1000));
-    assert_eq!(
-        s.ledger().state().get(&stuck),
-        Some(hookledger::ledger::projection::Live::InAttempt { attempt: 1 })
-    );
     until(&s, || s.ledger().state().counts().delivered == 100).await;
+    assert_eq!(healthy.count(), 100);
+    // All hundred were delivered while the hanging attempts were still waiting for an answer.
+    for n in 0..4 {
+        let stuck = DeliveryKey::new(webhook(1), event(1000 + n));
+        assert_eq!(
+            s.ledger().state().get(&stuck),
+            Some(hookledger::ledger::projection::Live::InAttempt { attempt: 1 }),
+            "{stuck}"
+        );
+    }
+    release.send_replace(true);
     s.engine.drain().await;
     let hung = s.trail(DeliveryKey::new(webhook(1), event(1000)));
-    assert_eq!(hung.last().unwrap(), "failed 1 timeout -");
+    assert_eq!(hung.last().unwrap(), "failed 1 reset -");
 }
 
 #[tokio::test]
@@ -565,7 +652,7 @@ async fn a_stalled_webhooks_backlog_does_not_hide_another_webhooks_retry() {
         ..SenderConfig::default()
     };
     let s = Setup::with(config, sender);
-    let hang_url = hanging_peer().await;
+    let (hang_url, _release) = hanging_peer().await;
     let (flaky, url) = Receiver::start(&[500]).await;
     s.register(1, &hang_url, &["slow"]).await;
     s.register(2, &url, &["fast"]).await;

@@ -1,6 +1,7 @@
 //! Property test: for random valid command sequences (with invalid ones mixed in, which must
-//! be refused), the live projection equals the projection rebuilt from the reopened file, and
-//! `state_at(last seq)` equals both.
+//! be refused: wrong attempts and outcomes, requeues naming a terminal state the delivery is
+//! not in, requeues of deliveries never enqueued), the live projection equals the projection
+//! rebuilt from the reopened file, and `state_at(last seq)` equals both.
 
 use std::collections::HashMap;
 
@@ -40,21 +41,29 @@ fn valid_step(state: Model, choice: u8, t: &TestLedger, wait: i64) -> (RecordBod
     }
 }
 
-/// A record that is invalid in `state`.
-fn invalid_step(state: Model) -> RecordBody {
-    match state {
-        Model::Pending(n) => delivered(n + 1),
-        Model::InAttempt(a) => attempted(a + 1),
-        Model::Done(_) => attempted(1),
+/// A record that is invalid in `state`, picked by `choice`: a wrong attempt or outcome, or a
+/// requeue naming a terminal state the delivery is not in (while other deliveries may be).
+fn invalid_step(state: Model, choice: u8, t: &TestLedger) -> RecordBody {
+    let others = |not: Option<Terminal>| {
+        let all = [Terminal::Delivered, Terminal::Dead, Terminal::Parked];
+        let wrong: Vec<_> = all.into_iter().filter(|t| Some(*t) != not).collect();
+        wrong[choice as usize % wrong.len()]
+    };
+    match (state, choice % 2) {
+        (Model::Pending(n), 0) => delivered(n + 1),
+        (Model::InAttempt(a), 0) => attempted(a + 1),
+        (Model::Done(_), 0) => attempted(1),
+        (Model::Done(from), _) => requeued(others(Some(from)), t.now()),
+        (_, _) => requeued(others(None), t.now()),
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn live_state_equals_rebuilt_state_and_state_at_last_seq(
-        ops in prop::collection::vec((any::<u8>(), any::<u8>(), 0i64..600), 1..80)
+        ops in prop::collection::vec((any::<u8>(), any::<u8>(), 0i64..600), 1..64)
     ) {
         let mut t = TestLedger::new();
         let mut model: HashMap<DeliveryKey, Model> = HashMap::new();
@@ -77,9 +86,13 @@ proptest! {
             }
             let k = keys[i];
             let state = model[&k];
-            if choice >= 240 {
+            if choice >= 200 {
                 let before = t.ledger().state().last_seq();
-                prop_assert!(t.append(k, invalid_step(state)).is_err());
+                let body = invalid_step(state, choice, &t);
+                prop_assert!(t.append(k, body.clone()).is_err(), "{:?} accepted when {:?}", body, state);
+                // A requeue of a delivery that was never enqueued.
+                let never = DeliveryKey::new(webhook(3), event(u128::from(choice)));
+                prop_assert!(t.append(never, invalid_step(state, 1, &t)).is_err());
                 prop_assert_eq!(t.ledger().state().last_seq(), before);
                 continue;
             }

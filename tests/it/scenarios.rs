@@ -1,11 +1,17 @@
 //! Reconstructed scenarios pinned by insta snapshots (stored in the top-level `snapshots/`).
 //! Each snapshot shows a delivery's audit trail and the queue state folded from the log after a
-//! full rebuild; a reviewer reads the diff to see a behaviour change.
+//! full rebuild; a reviewer reads the diff to see a behaviour change. Outcomes are recorded
+//! through the engine's own decision ([`outcome_records`]: next due time, dead-park, reason),
+//! so a snapshot shows what the program writes, not a history made up for the test.
 
 use hookledger::cli::{render_record, render_state};
+use hookledger::delivery::backoff::RetrySchedule;
+use hookledger::delivery::outcome::outcome_records;
+use hookledger::delivery::sender::Outcome;
 use hookledger::delivery::signing::Secret;
 use hookledger::ids::DeliveryKey;
-use hookledger::ledger::record::Terminal;
+use hookledger::ledger::projection::Live;
+use hookledger::ledger::record::{ErrorClass, RecordBody, Terminal};
 use hookledger::ledger::view::QueueView;
 use hookledger::ledger::writer::Commit;
 use hookledger::registry::Change;
@@ -59,36 +65,72 @@ fn happy_path() {
     snapshot!("happy_path", report(&mut t, &[k]));
 }
 
+/// A receiver's answer as the sender reports it.
+fn answered(status: u16, ms: u32) -> Outcome {
+    if (200..300).contains(&status) {
+        return Outcome::Delivered {
+            status,
+            duration_ms: ms,
+        };
+    }
+    let reason = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason());
+    Outcome::Failed {
+        status: Some(status),
+        class: ErrorClass::Status,
+        error: format!("HTTP {status} {}", reason.unwrap_or_default()),
+        duration_ms: ms,
+        retry_after: None,
+        response_body: Some("try later".into()),
+    }
+}
+
+/// One attempt as the engine records it: `attempted`, then, once the attempt's time has
+/// passed, the records [`outcome_records`] decides (jitter drawn at the middle of its range,
+/// that is none), in one commit. After a failure the clock moves to the recorded next due time,
+/// where re-drive would start the next attempt.
+fn attempt(t: &TestLedger, schedule: &RetrySchedule, k: DeliveryKey, n: u16, outcome: Outcome) {
+    t.append(k, attempted(n)).unwrap();
+    let ms = match &outcome {
+        Outcome::Delivered { duration_ms, .. } | Outcome::Failed { duration_ms, .. } => {
+            *duration_ms
+        }
+    };
+    t.clock
+        .advance(chrono::Duration::milliseconds(i64::from(ms)));
+    let records = outcome_records(schedule, k, n, outcome, t.now(), true, &mut || 0.5);
+    t.commit(Commit {
+        records,
+        ..Commit::default()
+    })
+    .unwrap();
+    if let Some(Live::Pending { due_us, .. }) = t.ledger().state().get(&k) {
+        t.clock
+            .set(chrono::DateTime::from_timestamp_micros(due_us).unwrap());
+    }
+}
+
 #[test]
 fn fail_fail_succeed() {
     let mut t = TestLedger::new();
     let k = key(1, 1);
+    let schedule = RetrySchedule::default();
     t.publish(1, &[webhook(1)]).unwrap();
-    t.append(k, attempted(1)).unwrap();
-    t.append(k, failed(1, 503, t.now() + chrono::Duration::seconds(5)))
-        .unwrap();
-    t.advance(5);
-    t.append(k, attempted(2)).unwrap();
-    t.append(k, failed(2, 500, t.now() + chrono::Duration::minutes(5)))
-        .unwrap();
-    t.advance(300);
-    t.append(k, attempted(3)).unwrap();
-    t.append(k, delivered(3)).unwrap();
+    attempt(&t, &schedule, k, 1, answered(503, 20));
+    attempt(&t, &schedule, k, 2, answered(500, 20));
+    attempt(&t, &schedule, k, 3, answered(200, 12));
     snapshot!("fail_fail_succeed", report(&mut t, &[k]));
 }
 
-/// Three attempts fail; the budget (3) is spent, so the delivery is dead-parked.
+/// Every attempt of a three-attempt budget (`10s,1m`) fails: the last failure is due at once
+/// (no retry is left) and the delivery is dead-parked in the same commit.
 fn dead_after_three(t: &TestLedger, k: DeliveryKey) {
-    for attempt in 1..=3 {
-        t.append(k, attempted(attempt)).unwrap();
-        t.append(
-            k,
-            failed(attempt, 500, t.now() + chrono::Duration::seconds(10)),
-        )
-        .unwrap();
-        t.advance(10);
+    let schedule = RetrySchedule::parse("10s,1m").unwrap();
+    for n in 1..=3 {
+        attempt(t, &schedule, k, n, answered(500, 20));
     }
-    t.append(k, dead_parked()).unwrap();
+    assert_eq!(t.ledger().state().counts().dead, 1);
 }
 
 #[test]
@@ -136,13 +178,20 @@ fn parked_on_deactivation() {
         .unwrap();
     assert_eq!(receipt.parked, vec![key(1, 1), key(1, 2)]);
     assert!(!t.ledger().shared().read_registry().get(&w).unwrap().active);
-    t.append(key(1, 3), failed(1, 500, t.now())).unwrap();
-    t.append(
+    // The attempt's outcome arrives for an inactive webhook: `failed`, then `parked`.
+    let records = outcome_records(
+        &RetrySchedule::default(),
         key(1, 3),
-        hookledger::ledger::record::RecordBody::Parked {
-            reason: "webhook deactivated".into(),
-        },
-    )
+        1,
+        answered(500, 20),
+        t.now(),
+        false,
+        &mut || 0.5,
+    );
+    t.commit(Commit {
+        records,
+        ..Commit::default()
+    })
     .unwrap();
     snapshot!(
         "parked_on_deactivation",
@@ -157,9 +206,13 @@ fn requeued_from_dead_then_delivered() {
     t.publish(1, &[webhook(1)]).unwrap();
     dead_after_three(&t, k);
     t.advance(3600);
-    t.append(k, requeued(Terminal::Dead, t.now())).unwrap();
-    t.append(k, attempted(1)).unwrap();
-    t.append(k, delivered(1)).unwrap();
+    let redeliver = RecordBody::Requeued {
+        from: Terminal::Dead,
+        due_at: t.now(),
+        reason: "redeliver requested through the API".into(),
+    };
+    t.append(k, redeliver).unwrap();
+    attempt(&t, &RetrySchedule::default(), k, 1, answered(200, 12));
     snapshot!("requeued_from_dead_then_delivered", report(&mut t, &[k]));
 }
 

@@ -70,6 +70,8 @@ fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
     a_failed_commit_writes_nothing(make().as_mut());
     history_events_and_settings(make().as_mut());
     duplicate_enqueues_are_found(make().as_mut());
+    requeues_are_checked_against_the_record_before(make().as_mut());
+    a_requeue_of_a_delivery_never_enqueued_is_found(make().as_mut());
     finished_deliveries_are_found_by_window(make().as_mut());
     deliveries_are_summarised_by_their_last_record(make().as_mut());
 }
@@ -195,6 +197,10 @@ fn committed_records_read_back_in_order(store: &mut dyn Store) {
     assert_eq!(store.last_event().unwrap(), Some((5, stored_event(5).hash)));
 }
 
+/// A batch that writes into every table and is refused by its last write: its last event
+/// repeats a stored one (backends write events last, see the `Store` invariant). A store that
+/// wrote row by row without a transaction would leave the records, the link, the change, the
+/// setting or the first event behind; only a rollback leaves nothing.
 fn a_failed_commit_writes_nothing(store: &mut dyn Store) {
     let first = batch(
         1,
@@ -202,15 +208,118 @@ fn a_failed_commit_writes_nothing(store: &mut dyn Store) {
         vec![stored_event(1)],
     );
     store.commit(&first).unwrap();
-    // The same event again violates its uniqueness: the whole batch must be refused.
-    let second = batch(
+    let mut second = batch(
         2,
-        vec![row(2, key(2, 1), RecordBody::Enqueued { due_at: at(0) })],
-        vec![stored_event(1)],
+        vec![
+            row(2, key(1, 2), RecordBody::Enqueued { due_at: at(0) }),
+            row(3, key(1, 1), attempted(1)),
+        ],
+        vec![stored_event(2), stored_event(1)],
     );
+    second.changes.push(a_change());
+    second.settings.push(("api_token".into(), "t2".into()));
     assert!(store.commit(&second).is_err());
     assert_eq!(store.last_seq().unwrap(), 1);
+    assert_eq!(scan_all(store, 1, u64::MAX).len(), 1);
     assert_eq!(store.links().unwrap().len(), 1);
+    assert!(store.changes().unwrap().is_empty());
+    assert_eq!(store.setting("api_token").unwrap(), None);
+    assert_eq!(store.events(&[event(2)]).unwrap(), vec![]);
+    assert_eq!(store.last_event().unwrap(), Some((1, stored_event(1).hash)));
+    // The same batch without the repeated event commits whole.
+    second.events.pop();
+    store.commit(&second).unwrap();
+    assert_eq!(store.last_seq().unwrap(), 3);
+    assert_eq!(store.changes().unwrap().len(), 1);
+    assert_eq!(store.setting("api_token").unwrap().as_deref(), Some("t2"));
+}
+
+fn a_change() -> hookledger::registry::StoredChange {
+    use hookledger::registry::{Change, ChangeRecord, StoredChange};
+    let rec = ChangeRecord {
+        seq: 1,
+        recorded_at: at(0),
+        webhook_id: webhook(1),
+        change: Change::Deactivated { reason: "r".into() },
+    };
+    StoredChange::from_change(&rec, &hookledger::registry::genesis())
+}
+
+/// `first_bad_requeue` flags a requeue whose previous record is not the state it names, or
+/// that has none; `last_kinds` answers each delivery's last record kind.
+fn requeues_are_checked_against_the_record_before(store: &mut dyn Store) {
+    use hookledger::ledger::record::{RecordKind, Terminal};
+    let reason = || "r".to_string();
+    let mut rows = vec![
+        row(1, key(1, 1), RecordBody::Enqueued { due_at: at(0) }),
+        row(2, key(1, 1), attempted(1)),
+        row(3, key(1, 1), delivered(1)),
+        row(4, key(1, 2), RecordBody::Enqueued { due_at: at(0) }),
+        row(5, key(1, 2), RecordBody::DeadParked { reason: reason() }),
+        row(6, key(1, 3), RecordBody::Enqueued { due_at: at(0) }),
+        row(7, key(1, 3), RecordBody::Parked { reason: reason() }),
+    ];
+    for (n, t) in [
+        (8, Terminal::Delivered),
+        (9, Terminal::Dead),
+        (10, Terminal::Parked),
+    ] {
+        rows.push(row(n, key(1, n as u128 - 7), requeued(t, at(0))));
+    }
+    store.commit(&batch(1, rows, vec![])).unwrap();
+    assert_eq!(
+        store.first_bad_requeue().unwrap(),
+        None,
+        "each from its own state"
+    );
+    let kinds = |store: &dyn Store, keys: &[DeliveryKey]| {
+        let mut k = store.last_kinds(keys).unwrap();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        kinds(store, &[key(1, 1), key(2, 1), key(1, 9)]),
+        vec![(key(1, 1), RecordKind::Requeued)]
+    );
+    // Delivery (1,1) attempted and delivered again, then requeued as dead.
+    let forged = vec![
+        row(11, key(1, 1), attempted(1)),
+        row(12, key(1, 1), delivered(1)),
+        row(13, key(1, 1), requeued(Terminal::Dead, at(0))),
+    ];
+    store.commit(&batch(11, forged, vec![])).unwrap();
+    assert_eq!(
+        kinds(store, &[key(1, 1), key(1, 2), key(1, 3)]),
+        vec![
+            (key(1, 1), RecordKind::Requeued),
+            (key(1, 2), RecordKind::Requeued),
+            (key(1, 3), RecordKind::Requeued),
+        ]
+    );
+    let wrong = Some((13, Terminal::Dead, Some(RecordKind::Delivered)));
+    assert_eq!(store.first_bad_requeue().unwrap(), wrong);
+    let never = row(14, key(2, 7), requeued(Terminal::Parked, at(0)));
+    store.commit(&batch(14, vec![never], vec![])).unwrap();
+    assert_eq!(
+        store.first_bad_requeue().unwrap(),
+        wrong,
+        "the first by seq"
+    );
+}
+
+fn a_requeue_of_a_delivery_never_enqueued_is_found(store: &mut dyn Store) {
+    use hookledger::ledger::record::Terminal;
+    let rows = vec![
+        row(1, key(1, 1), RecordBody::Enqueued { due_at: at(0) }),
+        row(2, key(1, 1), RecordBody::Parked { reason: "r".into() }),
+        row(3, key(2, 1), requeued(Terminal::Parked, at(0))),
+    ];
+    store.commit(&batch(1, rows, vec![])).unwrap();
+    assert_eq!(
+        store.first_bad_requeue().unwrap(),
+        Some((3, Terminal::Parked, None))
+    );
+    assert_eq!(store.last_kinds(&[key(2, 2)]).unwrap(), vec![]);
 }
 
 fn history_events_and_settings(store: &mut dyn Store) {

@@ -10,12 +10,13 @@ use std::process::Command;
 
 use hookledger::delivery::signing::Secret;
 use hookledger::ledger::chain::{batch_hash, BatchLink};
+use hookledger::ledger::record::{Record, RecordBody, Terminal};
 use hookledger::ledger::stored::StoredRecord;
 use hookledger::ledger::verify::{verify, Log, Verdict};
 use hookledger::ledger::writer::Commit;
 use hookledger::registry::Change;
 use hookledger::store::duck::{DuckStore, OpenMode};
-use hookledger::store::Store;
+use hookledger::store::{CommitBatch, Store};
 
 use crate::common::*;
 
@@ -207,6 +208,86 @@ fn a_copied_enqueued_row_at_the_end_fails_even_with_a_forged_chain_link() {
     assert_fails_at(&verdict, Log::Ledger, forged, "copy with forged link");
     let reason = &verdict.problem.unwrap().reason;
     assert!(reason.contains("second `enqueued`"), "{reason}");
+}
+
+/// A closed file with delivery (1,1) delivered and (1,2) dead, so that every terminal state a
+/// forged requeue could name is counted for some delivery.
+fn delivered_and_dead() -> TestLedger {
+    let mut t = TestLedger::new();
+    t.publish(1, &[webhook(1)]).unwrap();
+    t.publish(2, &[webhook(1)]).unwrap();
+    t.append(key(1, 1), attempted(1)).unwrap();
+    t.append(key(1, 1), delivered(1)).unwrap();
+    t.append(key(1, 2), attempted(1)).unwrap();
+    t.append(key(1, 2), failed(1, 500, t.now())).unwrap();
+    t.append(key(1, 2), dead_parked()).unwrap();
+    t.close();
+    t
+}
+
+/// Appends `body` for `k` as a new, correctly chained batch written behind hookledger's back
+/// (through the store, which does not judge transitions); answers its seq.
+fn forge_batch(path: &Path, k: hookledger::ids::DeliveryKey, body: RecordBody) -> u64 {
+    let mut store = DuckStore::open(path, OpenMode::ReadWrite).unwrap();
+    let seq = store.last_seq().unwrap() + 1;
+    let prev = store.links().unwrap().last().unwrap().hash;
+    let at = chrono::DateTime::from_timestamp(2_000_000_000, 0).unwrap();
+    let rows = vec![StoredRecord::from_record(&Record {
+        seq,
+        recorded_at: at,
+        key: k,
+        body,
+    })];
+    let link = BatchLink {
+        first_seq: seq,
+        last_seq: seq,
+        hash: batch_hash(&prev, &rows),
+    };
+    store
+        .commit(&CommitBatch {
+            records: rows,
+            link: Some((link, at)),
+            ..CommitBatch::default()
+        })
+        .unwrap();
+    seq
+}
+
+#[test]
+fn a_forged_requeue_in_a_correctly_chained_batch_is_named() {
+    let cases = [
+        (
+            "a delivered delivery requeued as dead",
+            key(1, 1),
+            "its previous record is `delivered`",
+        ),
+        (
+            "a key never enqueued requeued as dead",
+            key(1, 9),
+            "never enqueued",
+        ),
+    ];
+    for (case, k, says) in cases {
+        let t = delivered_and_dead();
+        let pristine = verify(&DuckStore::open(&t.path, OpenMode::ReadOnly).unwrap(), None);
+        assert!(pristine.unwrap().ok(), "{case}: the fixture verifies");
+        let seq = forge_batch(&t.path, k, requeued(Terminal::Dead, t.now()));
+        let verdict = verify(&DuckStore::open(&t.path, OpenMode::ReadOnly).unwrap(), None).unwrap();
+        assert_fails_at(&verdict, Log::Ledger, seq, case);
+        let reason = &verdict.problem.unwrap().reason;
+        assert!(
+            reason.contains("`requeued` from dead") && reason.contains(says),
+            "{case}: {reason}"
+        );
+    }
+}
+
+#[test]
+fn a_requeue_from_the_state_its_delivery_is_in_verifies() {
+    let t = delivered_and_dead();
+    forge_batch(&t.path, key(1, 2), requeued(Terminal::Dead, t.now()));
+    let verdict = verify(&DuckStore::open(&t.path, OpenMode::ReadOnly).unwrap(), None).unwrap();
+    assert!(verdict.ok(), "{verdict}");
 }
 
 #[test]

@@ -96,6 +96,91 @@ fn enqueued_twice_for_one_delivery_is_refused_live_or_finished() {
     assert_eq!(t.ledger().state().last_seq(), 3);
 }
 
+/// Delivery (1,1) delivered and (1,2) dead: every terminal counter a wrong requeue could lean
+/// on is non-zero, so only a check against the delivery's own last record refuses it.
+fn one_delivered_one_dead(t: &TestLedger) {
+    t.publish(1, &[webhook(1)]).unwrap();
+    t.publish(2, &[webhook(1)]).unwrap();
+    t.append(key(1, 1), attempted(1)).unwrap();
+    t.append(key(1, 1), delivered(1)).unwrap();
+    t.append(key(1, 2), attempted(1)).unwrap();
+    t.append(key(1, 2), failed(1, 500, t.now())).unwrap();
+    t.append(key(1, 2), dead_parked()).unwrap();
+}
+
+fn assert_refused_requeue(err: LedgerError, k: hookledger::ids::DeliveryKey, says: &str) {
+    match err {
+        LedgerError::InvalidTransition {
+            key: got,
+            record,
+            from,
+        } => {
+            assert_eq!((got, record), (k, RecordKind::Requeued));
+            assert!(from.contains(says), "{from}");
+        }
+        other => panic!("expected InvalidTransition, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_requeue_is_checked_against_its_own_deliverys_last_record() {
+    use hookledger::ledger::record::Terminal;
+    let mut t = TestLedger::new();
+    one_delivered_one_dead(&t);
+    for (round, n) in [("live", 3), ("after a reopen", 4)] {
+        let wrong = t.append(key(1, 1), requeued(Terminal::Dead, t.now()));
+        assert_refused_requeue(wrong.unwrap_err(), key(1, 1), "delivered, not dead");
+        let wrong = t.append(key(1, 2), requeued(Terminal::Delivered, t.now()));
+        assert_refused_requeue(wrong.unwrap_err(), key(1, 2), "dead, not delivered");
+        let never = t.append(key(1, 9), requeued(Terminal::Dead, t.now()));
+        assert_refused_requeue(never.unwrap_err(), key(1, 9), "never enqueued");
+        t.publish(n, &[webhook(1)]).unwrap();
+        let before = t.ledger().state();
+        let live = t.append(key(1, n), requeued(Terminal::Dead, t.now()));
+        assert_refused_requeue(live.unwrap_err(), key(1, n), "pending");
+        assert_eq!(
+            t.ledger().state(),
+            before,
+            "{round}: refusals wrote nothing"
+        );
+        if round == "live" {
+            t.reopen();
+        }
+    }
+    // The right states are accepted, each once: a requeued delivery is pending again.
+    t.append(key(1, 1), requeued(Terminal::Delivered, t.now()))
+        .unwrap();
+    t.append(key(1, 2), requeued(Terminal::Dead, t.now()))
+        .unwrap();
+    let again = t.append(key(1, 1), requeued(Terminal::Delivered, t.now()));
+    assert_refused_requeue(again.unwrap_err(), key(1, 1), "pending");
+    assert!(t.ledger().verify().unwrap().ok());
+}
+
+#[test]
+fn a_bulk_requeue_in_one_commit_is_checked_delivery_by_delivery() {
+    use hookledger::ledger::record::Terminal;
+    let t = TestLedger::new();
+    one_delivered_one_dead(&t);
+    let both = |first: Terminal| Commit {
+        records: vec![
+            NewRecord::new(key(1, 1), requeued(first, t.now())),
+            NewRecord::new(key(1, 2), requeued(Terminal::Dead, t.now())),
+        ],
+        ..Commit::default()
+    };
+    let err = t.commit(both(Terminal::Dead)).unwrap_err();
+    assert_refused_requeue(err, key(1, 1), "delivered, not dead");
+    assert_eq!(
+        t.ledger().state().counts().dead,
+        1,
+        "nothing of it was applied"
+    );
+    let receipt = t.commit(both(Terminal::Delivered)).unwrap();
+    assert_eq!(receipt.seqs.len(), 2);
+    assert_eq!(t.ledger().state().counts().pending, 2);
+}
+
 #[test]
 fn one_refused_commit_does_not_disturb_the_others_in_its_batch() {
     let t = TestLedger::new();

@@ -14,13 +14,14 @@ use super::{CommitBatch, Store, StoredEvent};
 use crate::error::{LedgerError, Result};
 use crate::ids::{DeliveryKey, EventId};
 use crate::ledger::chain::{BatchLink, Hash};
-use crate::ledger::record::{Terminal, Timestamp};
+use crate::ledger::record::{RecordKind, Terminal, Timestamp};
 use crate::ledger::stored::StoredRecord;
 use crate::ledger::view::{DeliveryFilter, DeliverySummary};
 use crate::registry::StoredChange;
 
 /// The numbered schema files, applied in order. The database records the highest applied.
 mod arrow_scan;
+mod checks;
 mod summaries;
 
 pub const MIGRATIONS: &[(u32, &str)] = &[
@@ -210,7 +211,6 @@ impl DuckStore {
 
     /// Everything of one batch, inside the transaction [`DuckStore::commit_batch`] opened.
     fn append_batch(&self, batch: &CommitBatch) -> duckdb::Result<()> {
-        self.append_events(&batch.events)?;
         self.append_records(&batch.records)?;
         if let Some((link, committed_at)) = &batch.link {
             self.conn
@@ -228,7 +228,9 @@ impl DuckStore {
                 .prepare_cached("INSERT OR REPLACE INTO settings VALUES (?, ?)")?
                 .execute(params![name, value])?;
         }
-        Ok(())
+        // Last: a repeated event id (the primary key) is the one way a batch can be refused,
+        // and everything above must then be rolled back (see the `Store` invariant).
+        self.append_events(&batch.events)
     }
 
     fn append_events(&self, events: &[StoredEvent]) -> duckdb::Result<()> {
@@ -538,14 +540,15 @@ impl Store for DuckStore {
     }
 
     fn first_duplicate_enqueue(&self) -> Result<Option<u64>> {
-        let v: Option<i64> = self.conn.query_row(
-            "SELECT min(seq) FROM (SELECT seq, row_number() OVER \
-             (PARTITION BY webhook_id, event_id ORDER BY seq) AS n \
-             FROM webhook_deliveries WHERE kind = 'enqueued') WHERE n > 1",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(v.map(|s| s as u64))
+        checks::first_duplicate_enqueue(&self.conn)
+    }
+
+    fn first_bad_requeue(&self) -> Result<Option<(u64, Terminal, Option<RecordKind>)>> {
+        checks::first_bad_requeue(&self.conn)
+    }
+
+    fn last_kinds(&self, keys: &[DeliveryKey]) -> Result<Vec<(DeliveryKey, RecordKind)>> {
+        checks::last_kinds(&self.conn, keys)
     }
 
     fn deliveries(
