@@ -1,5 +1,5 @@
 //! The `hookledger` command line: argument parsing (clap) and the inspection commands
-//! `state`, `history` and `verify`, which open the database read-only.
+//! `state`, `history`, `verify` and `whatif`, which open the database read-only.
 //!
 //! Exit codes: 0 success, 1 `verify` found a problem, 2 an error (a message names the cause).
 
@@ -45,6 +45,35 @@ pub enum Command {
     /// The `history` bench's child: open a file, print open-to-ready and memory as JSON.
     #[command(hide = true)]
     BenchOpen(BenchOpenArgs),
+    /// Replay the ledger's real failures under another retry schedule (reads only).
+    Whatif(WhatifArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WhatifArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The candidate retry schedule: delays between attempts, e.g. `5s,1m,10m,1h`.
+    #[arg(long, value_parser = parse_schedule)]
+    pub schedule: crate::delivery::backoff::RetrySchedule,
+    /// Attempts allowed, the first included (default: the schedule's length + 1).
+    #[arg(long)]
+    pub budget: Option<u32>,
+    /// Deliveries enqueued at or after this instant (RFC 3339).
+    #[arg(long, value_parser = parse_rfc3339)]
+    pub since: Option<Timestamp>,
+    /// Deliveries enqueued before this instant (RFC 3339).
+    #[arg(long, value_parser = parse_rfc3339)]
+    pub until: Option<Timestamp>,
+    /// Only this webhook (a UUID).
+    #[arg(long)]
+    pub webhook: Option<WebhookId>,
+    /// List at most this many deliveries whose fate changes (all are counted).
+    #[arg(long, default_value_t = crate::whatif::DEFAULT_LIMIT)]
+    pub limit: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +97,8 @@ pub struct BenchArgs {
     /// its two ledger sizes (default 1000000,10000000).
     #[arg(long, value_delimiter = ',')]
     pub records: Option<Vec<u64>>,
+    #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+    pub whatif_records: Vec<u64>,
     /// Events published by deliver, retry and disk (and POSTs made by baseline).
     #[arg(long, default_value_t = 200_000)]
     pub events: usize,
@@ -161,6 +192,10 @@ fn parse_rfc3339(s: &str) -> std::result::Result<Timestamp, String> {
         .map_err(|e| format!("`{s}` is not an RFC 3339 timestamp ({e}); try 2026-01-01T03:00:00Z"))
 }
 
+fn parse_schedule(s: &str) -> std::result::Result<crate::delivery::backoff::RetrySchedule, String> {
+    crate::delivery::backoff::RetrySchedule::parse(s).map_err(|e| e.to_string())
+}
+
 /// Parses the process arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -177,6 +212,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::State(args) => state(&args),
         Command::History(args) => show_history(&args),
+        Command::Whatif(args) => whatif(&args),
         Command::Serve(args) => {
             init_logging();
             let runtime = tokio::runtime::Runtime::new()
@@ -193,6 +229,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 scenario: args.scenario,
                 records: args.records.clone().unwrap_or_else(|| vec![1_000_000]),
                 history_records: args.records.unwrap_or_else(|| vec![1_000_000, 10_000_000]),
+                whatif_records: args.whatif_records,
                 events: args.events,
                 webhooks: args.webhooks,
                 concurrency: args.concurrency,
@@ -299,6 +336,30 @@ pub fn render_state(view: &QueueView) -> String {
         ));
     }
     out
+}
+
+fn whatif(args: &WhatifArgs) -> Result<ExitCode> {
+    let scope = crate::whatif::Scope {
+        since: args.since,
+        until: args.until,
+        webhook: args.webhook,
+    };
+    let policy = crate::whatif::Policy {
+        schedule: args.schedule.clone(),
+        budget: args.budget,
+    };
+    let query = crate::whatif::Query::new(scope, policy, args.limit)
+        .map_err(|e| LedgerError::Invalid(format!("--{} {}", e.field, e.message)))?;
+    let store = open_read_only(&args.db.db)?;
+    let report = crate::whatif::run(&store, &query, &mut |p| {
+        eprintln!("whatif: read {} of {} records", p.read, p.total)
+    })?;
+    if args.json {
+        println!("{}", to_json(&report)?);
+    } else {
+        print!("{}", crate::whatif::render::render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn show_history(args: &HistoryArgs) -> Result<ExitCode> {

@@ -20,6 +20,7 @@
 //! - [`api`]: the HTTP API; [`metrics`]: its Prometheus figures; [`serve`]: the process that
 //!   runs it with the engine.
 //! - [`cli`]: the `hookledger` command; [`bench`]: its benchmark scenarios.
+//! - [`whatif`]: replays the ledger's real failures under a candidate retry policy.
 
 pub mod api;
 pub mod bench;
@@ -34,5 +35,6 @@ pub mod metrics;
 pub mod registry;
 pub mod serve;
 pub mod store;
+pub mod whatif;
 
 pub use error::{LedgerError, Result};

@@ -8,6 +8,7 @@ pub mod error;
 mod extract;
 mod head;
 mod routes;
+mod whatif;
 
 use std::sync::Arc;
 
@@ -62,6 +63,7 @@ pub fn router(state: AppState, max_payload: usize) -> Router {
         .route("/ledger", get(routes::ledger))
         .route("/ledger/head", get(head::head))
         .route("/verify", get(routes::verify))
+        .route("/whatif", post(whatif::whatif))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

@@ -14,6 +14,7 @@
 //! | `rebuild` | folding N records vs. fetching them; memory after the fold | [`rebuild`] |
 //! | `commit` | one durable commit of a few rows; group commit under concurrent publishers | [`commit`] |
 //! | `due` | a re-drive pass's pick (`due_fair`: 256 at most, 16 a webhook, over 64 webhooks, a quarter of them stalled) with 10 k vs. 1 M pending; projection memory | [`due`] |
+//! | `whatif` | a what-if over a week of 1 M and 10 M records vs. fetching and folding them | [`whatif`] |
 //! | `history` | open-to-ready, memory, commit latency, checkpoint pauses and `state_at` at two ledger sizes, and their ratios | [`history`] |
 //!
 //! Each [`Figure`] has a stable `id` (for `--json` consumers and the tests) and, where the
@@ -28,6 +29,7 @@ mod due;
 pub mod history;
 mod rebuild;
 mod receiver;
+mod whatif;
 
 use std::time::Duration;
 
@@ -37,7 +39,8 @@ use crate::error::{LedgerError, Result};
 
 /// The scenario names `--scenario` accepts (`all` runs every one).
 pub const SCENARIOS: &[&str] = &[
-    "baseline", "deliver", "retry", "rebuild", "commit", "due", "disk", "history", "all",
+    "baseline", "deliver", "retry", "rebuild", "commit", "due", "disk", "whatif", "history",
+    "all",
 ];
 
 /// What to run, and at what size.
@@ -60,6 +63,8 @@ pub struct Options {
     pub pending: Vec<usize>,
     /// Ledger sizes for `history` (the first is the reference for the ratios).
     pub history_records: Vec<u64>,
+    /// Ledger sizes for `whatif`, in records (one week each).
+    pub whatif_records: Vec<u64>,
 }
 
 impl Default for Options {
@@ -74,6 +79,7 @@ impl Default for Options {
             receiver_latency: Duration::ZERO,
             pending: vec![10_000, 1_000_000],
             history_records: vec![1_000_000, 10_000_000],
+            whatif_records: vec![1_000_000, 10_000_000],
         }
     }
 }
@@ -91,6 +97,7 @@ impl Options {
             receiver_latency: Duration::ZERO,
             pending: vec![1_000, 10_000],
             history_records: vec![30_000, 60_000],
+            whatif_records: vec![20_000],
         }
     }
 }
@@ -141,6 +148,9 @@ fn run_in(
     }
     if wants("rebuild") {
         figures.extend(rebuild::run(dir, &o.records, progress)?);
+    }
+    if wants("whatif") {
+        figures.extend(whatif::run(dir, &o.whatif_records, progress)?);
     }
     // Only when asked by name: at the default sizes it writes 11 M records.
     if o.scenario == "history" {

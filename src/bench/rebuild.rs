@@ -111,7 +111,7 @@ fn one(path: &Path, records: u64, progress: &mut dyn FnMut(&str)) -> Result<Vec<
     ])
 }
 
-fn human(n: u64) -> String {
+pub(super) fn human(n: u64) -> String {
     match n {
         n if n >= 1_000_000 && n % 100_000 == 0 => format!("{:.1} M", n as f64 / 1e6),
         n if n >= 1_000_000 => format!("{:.2} M", n as f64 / 1e6),

@@ -214,3 +214,13 @@ fn history_builds_two_ledgers_and_reports_each_figure_with_its_ratio() {
         assert!(r.ratio.is_some_and(|x| x > 0.0), "{r:?}");
     }
 }
+
+#[test]
+fn whatif_sees_every_generated_delivery_and_measures_itself_against_the_fold() {
+    let figures = run("whatif", Options::small("whatif"));
+    assert!(value(&figures, "whatif.deliveries_20000") > 5000.0);
+    let rate = find(&figures, "whatif.rate_20000").expect("rate");
+    assert!(rate.value > 0.0 && rate.ratio.is_some(), "{rate:?}");
+    assert!(value(&figures, "whatif.fold_20000") > 0.0);
+    assert!(value(&figures, "whatif.seconds_20000") > 0.0);
+}

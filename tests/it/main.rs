@@ -23,4 +23,5 @@ mod serve_queries;
 mod storage_failure;
 mod store_conformance;
 mod tamper;
+mod whatif;
 mod writer;

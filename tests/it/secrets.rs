@@ -66,6 +66,11 @@ fn every_route(app: &App) -> Vec<(Method, String, Option<Value>)> {
         (Method::GET, "/v1/verify".into(), None),
         (Method::GET, "/v1/deliveries".into(), None),
         (Method::POST, format!("/v1/webhooks/{known}/test"), None),
+        (
+            Method::POST,
+            "/v1/whatif".into(),
+            Some(json!({ "schedule": "5s,1m" })),
+        ),
     ]
 }
 
