@@ -39,8 +39,7 @@ use crate::error::{LedgerError, Result};
 
 /// The scenario names `--scenario` accepts (`all` runs every one).
 pub const SCENARIOS: &[&str] = &[
-    "baseline", "deliver", "retry", "rebuild", "commit", "due", "disk", "whatif", "history",
-    "all",
+    "baseline", "deliver", "retry", "rebuild", "commit", "due", "disk", "whatif", "history", "all",
 ];
 
 /// What to run, and at what size.
