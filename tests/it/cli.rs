@@ -3,26 +3,11 @@
 //! flags, a file locked by another process, a schema newer than this build), and what
 //! `verify`, `state` (now, `--seq`, `--at`, `--json`) and `history` print.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use hookledger::ledger::record::Timestamp;
 
 use crate::common::*;
-
-fn hookledger(args: &[&str], db: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hookledger"))
-        .args(args)
-        .arg("--db")
-        .arg(db)
-        .env_remove("HOOKLEDGER_DB")
-        .output()
-        .expect("run hookledger")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

@@ -3,7 +3,8 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 use chrono::Duration;
@@ -164,4 +165,31 @@ pub fn requeued(from: Terminal, due_at: Timestamp) -> RecordBody {
         due_at,
         reason: "operator: receiver fixed".into(),
     }
+}
+
+/// Runs the real `hookledger` binary with `args` on the database at `db`.
+pub fn hookledger(args: &[&str], db: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hookledger"))
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .env_remove("HOOKLEDGER_DB")
+        .output()
+        .expect("run hookledger")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Delivery (1,1) delivered and (1,2) dead: every terminal counter a wrong requeue could lean
+/// on is non-zero, so only a check against the delivery's own last record refuses it.
+pub fn one_delivered_one_dead(t: &TestLedger) {
+    t.publish(1, &[webhook(1)]).unwrap();
+    t.publish(2, &[webhook(1)]).unwrap();
+    t.append(key(1, 1), attempted(1)).unwrap();
+    t.append(key(1, 1), delivered(1)).unwrap();
+    t.append(key(1, 2), attempted(1)).unwrap();
+    t.append(key(1, 2), failed(1, 500, t.now())).unwrap();
+    t.append(key(1, 2), dead_parked()).unwrap();
 }

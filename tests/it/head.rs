@@ -2,26 +2,9 @@
 //! original file and fails on a copy whose tail (records and their chain links) was removed,
 //! which a plain `verify` cannot tell from a shorter log.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use hookledger::store::duck::{DuckStore, OpenMode};
 
 use crate::common::*;
-
-fn hookledger(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hookledger"))
-        .args(args)
-        .arg("--db")
-        .arg(db)
-        .env_remove("HOOKLEDGER_DB")
-        .output()
-        .expect("run hookledger")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 #[test]
 fn expect_head_passes_on_the_original_and_fails_on_a_copy_with_its_tail_removed() {
@@ -34,7 +17,7 @@ fn expect_head_passes_on_the_original_and_fails_on_a_copy_with_its_tail_removed(
     assert_eq!(live_head.seq, 6);
     t.close();
 
-    let printed = hookledger(&t.path, &["head"]);
+    let printed = hookledger(&["head"], &t.path);
     assert_eq!(printed.status.code(), Some(0), "{printed:?}");
     let anchor = stdout(&printed).lines().next().unwrap().to_owned();
     assert_eq!(anchor, live_head.anchor());
@@ -52,16 +35,16 @@ fn expect_head_passes_on_the_original_and_fails_on_a_copy_with_its_tail_removed(
             )
             .unwrap();
     }
-    let plain = hookledger(&copy, &["verify"]);
+    let plain = hookledger(&["verify"], &copy);
     assert_eq!(
         plain.status.code(),
         Some(0),
         "a shorter log verifies: {plain:?}"
     );
 
-    let original = hookledger(&t.path, &["verify", "--expect-head", &anchor]);
+    let original = hookledger(&["verify", "--expect-head", &anchor], &t.path);
     assert_eq!(original.status.code(), Some(0), "{original:?}");
-    let cut = hookledger(&copy, &["verify", "--expect-head", &anchor]);
+    let cut = hookledger(&["verify", "--expect-head", &anchor], &copy);
     assert_eq!(cut.status.code(), Some(1), "{cut:?}");
     let text = stdout(&cut);
     assert!(text.contains("expected head 6:"), "{text}");
@@ -69,13 +52,13 @@ fn expect_head_passes_on_the_original_and_fails_on_a_copy_with_its_tail_removed(
     // A head that never existed fails too, and a malformed one is an error.
     let forged = format!("6:{}", "00".repeat(32));
     assert_eq!(
-        hookledger(&t.path, &["verify", "--expect-head", &forged])
+        hookledger(&["verify", "--expect-head", &forged], &t.path)
             .status
             .code(),
         Some(1)
     );
     assert_eq!(
-        hookledger(&t.path, &["verify", "--expect-head", "6:zz"])
+        hookledger(&["verify", "--expect-head", "6:zz"], &t.path)
             .status
             .code(),
         Some(2)

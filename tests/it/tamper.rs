@@ -214,13 +214,7 @@ fn a_copied_enqueued_row_at_the_end_fails_even_with_a_forged_chain_link() {
 /// forged requeue could name is counted for some delivery.
 fn delivered_and_dead() -> TestLedger {
     let mut t = TestLedger::new();
-    t.publish(1, &[webhook(1)]).unwrap();
-    t.publish(2, &[webhook(1)]).unwrap();
-    t.append(key(1, 1), attempted(1)).unwrap();
-    t.append(key(1, 1), delivered(1)).unwrap();
-    t.append(key(1, 2), attempted(1)).unwrap();
-    t.append(key(1, 2), failed(1, 500, t.now())).unwrap();
-    t.append(key(1, 2), dead_parked()).unwrap();
+    one_delivered_one_dead(&t);
     t.close();
     t
 }

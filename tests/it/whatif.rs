@@ -10,7 +10,6 @@
 //! exactly those two are recovered; 10:00-10:45 still end before noon.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use hookledger::delivery::backoff::RetrySchedule;
 use hookledger::ids::DeliveryKey;
@@ -246,16 +245,6 @@ fn whatif_unknown_gaps_give_two_bounds_and_the_real_outcome_lies_between() {
         }
     }
     assert!(differed >= 2, "the gaps were never hit: {differed}");
-}
-
-fn hookledger(args: &[&str], db: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hookledger"))
-        .args(args)
-        .arg("--db")
-        .arg(db)
-        .env_remove("HOOKLEDGER_DB")
-        .output()
-        .expect("run hookledger")
 }
 
 /// Every file in the ledger's directory with a digest of its bytes.

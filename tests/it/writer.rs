@@ -96,18 +96,6 @@ fn enqueued_twice_for_one_delivery_is_refused_live_or_finished() {
     assert_eq!(t.ledger().state().last_seq(), 3);
 }
 
-/// Delivery (1,1) delivered and (1,2) dead: every terminal counter a wrong requeue could lean
-/// on is non-zero, so only a check against the delivery's own last record refuses it.
-fn one_delivered_one_dead(t: &TestLedger) {
-    t.publish(1, &[webhook(1)]).unwrap();
-    t.publish(2, &[webhook(1)]).unwrap();
-    t.append(key(1, 1), attempted(1)).unwrap();
-    t.append(key(1, 1), delivered(1)).unwrap();
-    t.append(key(1, 2), attempted(1)).unwrap();
-    t.append(key(1, 2), failed(1, 500, t.now())).unwrap();
-    t.append(key(1, 2), dead_parked()).unwrap();
-}
-
 fn assert_refused_requeue(err: LedgerError, k: hookledger::ids::DeliveryKey, says: &str) {
     match err {
         LedgerError::InvalidTransition {
