@@ -50,13 +50,7 @@ struct Sized {
 }
 
 pub fn run(dir: &Path, sizes: &[u64], progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
-    let mut measured = Vec::new();
-    for &records in sizes {
-        let path = dir.join(format!("history-{records}.duckdb"));
-        measured.push(one(&path, records, progress)?);
-        let _ = std::fs::remove_file(&path);
-        let _ = std::fs::remove_file(path.with_extension("duckdb.wal"));
-    }
+    let measured = super::per_size(dir, "history", sizes, progress, one)?;
     let mut figures = Vec::new();
     for m in &measured {
         figures.extend(size_figures(m));

@@ -258,3 +258,22 @@ pub fn render(figures: &[Figure]) -> String {
 pub fn find<'a>(figures: &'a [Figure], id: &str) -> Option<&'a Figure> {
     figures.iter().find(|f| f.id == id)
 }
+
+/// Runs `one` on a fresh ledger file `<name>-<records>.duckdb` in `dir` for each size, removing
+/// the file (and its WAL) after each, and collects what each run answers.
+fn per_size<T>(
+    dir: &std::path::Path,
+    name: &str,
+    sizes: &[u64],
+    progress: &mut dyn FnMut(&str),
+    mut one: impl FnMut(&std::path::Path, u64, &mut dyn FnMut(&str)) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for &records in sizes {
+        let path = dir.join(format!("{name}-{records}.duckdb"));
+        out.push(one(&path, records, progress)?);
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(path.with_extension("duckdb.wal"));
+    }
+    Ok(out)
+}

@@ -34,14 +34,8 @@ const WEEK_SECS: i64 = 7 * 24 * 60 * 60;
 const PER_STEP: usize = 1000;
 
 pub fn run(dir: &Path, sizes: &[u64], progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
-    let mut figures = Vec::new();
-    for &records in sizes {
-        let path = dir.join(format!("whatif-{records}.duckdb"));
-        figures.extend(one(&path, records, progress)?);
-        let _ = std::fs::remove_file(&path);
-        let _ = std::fs::remove_file(path.with_extension("duckdb.wal"));
-    }
-    Ok(figures)
+    let figures = super::per_size(dir, "whatif", sizes, progress, one)?;
+    Ok(figures.into_iter().flatten().collect())
 }
 
 fn one(path: &Path, records: u64, progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {

@@ -33,15 +33,8 @@ fn bad(seq: u64, reason: impl std::fmt::Display) -> Problem {
 
 impl CheckpointCheck {
     pub fn new(store: &dyn Store, upto: u64) -> Result<Self> {
-        let mut seqs: Vec<u64> = store
-            .checkpoint_index()?
-            .into_iter()
-            .map(|c| c.seq)
-            .filter(|s| *s <= upto)
-            .collect();
-        seqs.dedup();
         Ok(Self {
-            seqs,
+            seqs: checkpoint::seqs_upto(store, upto)?,
             registry_parts: Vec::new(),
             checked: 0,
             problem: None,

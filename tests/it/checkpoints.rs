@@ -100,18 +100,6 @@ proptest! {
     }
 }
 
-macro_rules! snapshot {
-    ($name:expr, $value:expr) => {
-        insta::with_settings!({
-            snapshot_path => "../../snapshots",
-            prepend_module_to_snapshot => false,
-            omit_expression => true,
-        }, {
-            insta::assert_snapshot!($name, $value);
-        })
-    };
-}
-
 /// Three deliveries with a checkpoint in the middle of their lives.
 fn fixture() -> TestLedger {
     let t = TestLedger::with_options(&manual());

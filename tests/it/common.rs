@@ -193,3 +193,16 @@ pub fn one_delivered_one_dead(t: &TestLedger) {
     t.append(key(1, 2), failed(1, 500, t.now())).unwrap();
     t.append(key(1, 2), dead_parked()).unwrap();
 }
+
+/// An insta snapshot kept in the top-level `snapshots/` folder, named `$name` alone.
+macro_rules! snapshot {
+    ($name:expr, $value:expr) => {
+        insta::with_settings!({
+            snapshot_path => "../../snapshots",
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!($name, $value);
+        })
+    };
+}

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, real DuckDB files in temp dirs, real child processes.
 
+#[macro_use]
 mod common;
 
 mod audit;

@@ -42,18 +42,6 @@ fn report(t: &mut TestLedger, keys: &[DeliveryKey]) -> String {
     out
 }
 
-macro_rules! snapshot {
-    ($name:expr, $value:expr) => {
-        insta::with_settings!({
-            snapshot_path => "../../snapshots",
-            prepend_module_to_snapshot => false,
-            omit_expression => true,
-        }, {
-            insta::assert_snapshot!($name, $value);
-        })
-    };
-}
-
 #[test]
 fn happy_path() {
     let mut t = TestLedger::new();

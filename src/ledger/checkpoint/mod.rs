@@ -124,12 +124,8 @@ pub fn check(
 }
 
 /// The newest checkpoint at or before `upto` that passes [`check`] and `accept`, with the ones
-/// passed over on the way (each logged as a warning).
-pub fn newest_valid(
-    store: &dyn Store,
-    upto: u64,
-    accept: &dyn Fn(&Snapshot) -> std::result::Result<(), String>,
-) -> Result<(Option<Snapshot>, Vec<Ignored>)> {
+/// The seqs that hold stored checkpoints, at or before `upto`, in order, each once.
+pub fn seqs_upto(store: &dyn Store, upto: u64) -> Result<Vec<u64>> {
     let mut seqs: Vec<u64> = store
         .checkpoint_index()?
         .into_iter()
@@ -137,6 +133,16 @@ pub fn newest_valid(
         .filter(|s| *s <= upto)
         .collect();
     seqs.dedup();
+    Ok(seqs)
+}
+
+/// passed over on the way (each logged as a warning).
+pub fn newest_valid(
+    store: &dyn Store,
+    upto: u64,
+    accept: &dyn Fn(&Snapshot) -> std::result::Result<(), String>,
+) -> Result<(Option<Snapshot>, Vec<Ignored>)> {
+    let seqs = seqs_upto(store, upto)?;
     let mut ignored = Vec::new();
     for seq in seqs.into_iter().rev().take(CANDIDATES) {
         for row in store.checkpoints_at(seq)?.into_iter().rev() {
