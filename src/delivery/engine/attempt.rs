@@ -1,0 +1,133 @@
+//! One attempt: sending it (signed, while holding its permits) and recording its outcome.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn spawn_attempt(
+        self: &Arc<Self>,
+        key: DeliveryKey,
+        attempt: u16,
+        body: Arc<Vec<u8>>,
+        ticket: Ticket,
+    ) {
+        self.running.send_modify(|n| *n += 1);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let permits = ticket.permits().await;
+            engine.attempt(key, attempt, &body, permits).await;
+            engine.running.send_modify(|n| *n -= 1);
+        });
+    }
+
+    /// An attempt whose event body is gone (expunged) fails at once, visibly.
+    pub(super) fn spawn_missing_body(self: &Arc<Self>, key: DeliveryKey, attempt: u16) {
+        let outcome = local_failure(ErrorClass::Other, "the event body is missing");
+        self.running.send_modify(|n| *n += 1);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            engine.record(key, attempt, outcome).await;
+            engine.running.send_modify(|n| *n -= 1);
+        });
+    }
+
+    pub(super) async fn attempt(
+        &self,
+        key: DeliveryKey,
+        attempt: u16,
+        body: &[u8],
+        permits: Permits,
+    ) {
+        let outcome = self.send(key, body, permits).await;
+        // The permits are back before the outcome's commit wakes the re-drive loop, so the
+        // loop never sees a stale "all busy" and sleeps past due work.
+        self.record(key, attempt, outcome).await;
+    }
+
+    /// Sends one attempt; its permits are held until the answer (or failure) is in.
+    pub(super) async fn send(&self, key: DeliveryKey, body: &[u8], _permits: Permits) -> Outcome {
+        let webhook = self
+            .ledger
+            .shared()
+            .read_registry()
+            .get(&key.webhook_id)
+            .cloned();
+        let now = self.clock.now();
+        let Some(w) = webhook.filter(|w| w.active) else {
+            return local_failure(ErrorClass::Other, "the webhook is not active");
+        };
+        let secrets = w.signing_secrets(now);
+        let msg_id = key.event_id.to_string();
+        let a = Attempt {
+            url: &w.url,
+            msg_id: &msg_id,
+            body,
+            secrets: &secrets,
+            timestamp: now.timestamp(),
+        };
+        self.sender.send(&a, now).await
+    }
+
+    /// Commits an attempt's outcome records and answers them.
+    pub(super) async fn record(
+        &self,
+        key: DeliveryKey,
+        attempt: u16,
+        outcome: Outcome,
+    ) -> Vec<RecordBody> {
+        self.metrics.observe(&outcome);
+        let active = self.webhook_active(key.webhook_id);
+        let records = self.outcome_records(key, attempt, outcome, self.clock.now(), active);
+        let bodies = records.iter().map(|r| r.body.clone()).collect();
+        let mut backoff = Backoff::new();
+        loop {
+            let commit = Commit {
+                records: records.clone(),
+                ..Commit::default()
+            };
+            match self.ledger.commit(commit).await {
+                Ok(_) => break,
+                Err(e @ LedgerError::StorageUnavailable { .. })
+                    if !self.stopping.load(Ordering::Relaxed) =>
+                {
+                    tracing::warn!(delivery = %key, error = %e, "could not record an attempt's outcome; retrying");
+                    tokio::time::sleep(backoff.next()).await;
+                }
+                Err(e) => {
+                    // The delivery stays in_attempt in the log; a restart records it as abandoned.
+                    tracing::error!(delivery = %key, error = %e, "could not record an attempt's outcome");
+                    break;
+                }
+            }
+        }
+        bodies
+    }
+
+    pub(super) fn webhook_active(&self, id: WebhookId) -> bool {
+        self.ledger
+            .shared()
+            .read_registry()
+            .get(&id)
+            .is_some_and(|w| w.active)
+    }
+
+    /// The records an outcome becomes: the decision (next due time, dead or parked) is made
+    /// here, once, and recorded.
+    pub(super) fn outcome_records(
+        &self,
+        key: DeliveryKey,
+        attempt: u16,
+        outcome: Outcome,
+        now: Timestamp,
+        webhook_active: bool,
+    ) -> Vec<NewRecord> {
+        outcome_records(
+            &self.config.schedule,
+            key,
+            attempt,
+            outcome,
+            now,
+            webhook_active,
+            &mut fastrand::f64,
+        )
+    }
+}

@@ -1,0 +1,259 @@
+//! The delivery engine: publish with fan-out, the inline first attempt, re-drive from the
+//! projection's due index, and the outcome records.
+//!
+//! Invariants:
+//! - An attempt starts only after its `attempted` record is durable, and the writer refuses a
+//!   second `attempted` for a delivery already in an attempt, so one process never starts a
+//!   delivery twice.
+//! - `attempted` is recorded only for an attempt that holds its slots (global and per webhook)
+//!   or a place ahead of them, which its webhook's recent pace bounds (see [`super::gate`]). A
+//!   delivery that gets neither stays `pending` in the log: a crash cannot burn the budget of
+//!   deliveries queued behind a stalled webhook. Slots are held for the request only, not while
+//!   its record is committed, so a fast webhook is not limited to one slot's worth of requests
+//!   per commit.
+//! - Every outcome, whatever went wrong, becomes a record (`delivered`, or `failed` with its
+//!   computed next due time, followed by `dead_parked` when the budget is spent or `parked` when
+//!   the webhook is no longer active): no error can stall a delivery.
+//! - Re-drive reads the due index, never the log; it wakes at the earliest due time or when a
+//!   commit lands.
+//! - While the disk fails ([`LedgerError::StorageUnavailable`]), an attempt's outcome is kept
+//!   and its commit retried with a growing delay, so the delivery does not stay `in_attempt`
+//!   once the disk is back (at shutdown the retries stop and the next start records the
+//!   attempt as abandoned); a failing re-drive pass backs off the same way instead of spinning.
+//!
+//! Split by stage: [`publish`] (publish with fan-out, test deliveries), [`redrive`] (the due
+//! index, abandoned attempts, redeliver and recover) and [`attempt`] (sending one attempt and
+//! recording its outcome).
+
+mod attempt;
+mod publish;
+mod redrive;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use super::backoff::RetrySchedule;
+use super::bodies::WaitingBodies;
+use super::gate::{Gates, Permits, Ticket};
+use super::outcome::local_failure;
+pub use super::outcome::outcome_records;
+use super::sender::{Attempt, Outcome, Sender};
+use crate::clock::Clock;
+use crate::error::{LedgerError, Result};
+use crate::ids::{DeliveryKey, EventId, WebhookId};
+use crate::ledger::projection::Live;
+use crate::ledger::record::{ErrorClass, NewRecord, RecordBody, Terminal, Timestamp};
+use crate::ledger::writer::{Commit, NewEvent};
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// How the engine paces and retries.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub schedule: RetrySchedule,
+    /// Attempts in flight at once, over all webhooks.
+    pub max_in_flight: usize,
+    /// Attempts in flight at once to one webhook.
+    pub per_webhook: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            schedule: RetrySchedule::default(),
+            max_in_flight: 256,
+            per_webhook: 16,
+        }
+    }
+}
+
+/// A publish request: the payload is serialised once into the body that every attempt sends.
+#[derive(Clone, Debug)]
+pub struct Publish {
+    pub event_id: EventId,
+    pub event_type: String,
+    pub payload: serde_json::Value,
+}
+
+/// The event type of [`Engine::test_delivery`].
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
+
+/// The answer to a test delivery: its event and the outcome records it appended.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TestDelivery {
+    pub event_id: EventId,
+    pub records: Vec<RecordBody>,
+}
+
+/// The answer to a publish.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Published {
+    pub event_id: EventId,
+    /// The webhooks that got a delivery.
+    pub deliveries: Vec<WebhookId>,
+    /// True when the event had been published before with the same body (nothing new written).
+    pub duplicate: bool,
+}
+
+pub struct Engine {
+    ledger: Arc<Ledger>,
+    sender: Sender,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    gates: Gates,
+    /// Attempts spawned and not yet recorded, for draining.
+    running: watch::Sender<usize>,
+    /// Wakes the re-drive loop early (for example after the clock was moved).
+    wake: Notify,
+    /// Set when the re-drive loop stops: outcome commits that fail are no longer retried.
+    stopping: AtomicBool,
+    /// Attempt outcomes and latencies, for `/metrics`.
+    metrics: Metrics,
+    /// Bodies of published deliveries that wait for a permit (std Mutex: held for map
+    /// operations only, never across an await).
+    waiting: Mutex<WaitingBodies>,
+}
+
+impl Engine {
+    pub fn new(
+        ledger: Arc<Ledger>,
+        sender: Sender,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            gates: Gates::new(config.max_in_flight, config.per_webhook),
+            ledger,
+            sender,
+            clock,
+            config,
+            running: watch::Sender::new(0),
+            wake: Notify::new(),
+            stopping: AtomicBool::new(false),
+            metrics: Metrics::new(),
+            waiting: Mutex::new(WaitingBodies::default()),
+        })
+    }
+
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Re-drives until `shutdown` turns true: sleeps until the earliest due time, or until a
+    /// commit lands, whichever is first. Then waits for attempts in flight to be recorded.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut committed = self.ledger.shared().subscribe();
+        let mut backoff = Backoff::new();
+        while !*shutdown.borrow() {
+            let (saturated, failed) = match self.redrive_pass().await {
+                Ok(pass) => (pass.blocked, false),
+                Err(e) => {
+                    tracing::error!(error = %e, "re-drive pass failed");
+                    (false, true)
+                }
+            };
+            let next = self.ledger.shared().read_projection().next_due();
+            // When due work waits for permits, nothing more can start before an outcome is
+            // committed (permits return first), and that commit wakes the loop: no need to
+            // wake for the due time.
+            let wait = match next {
+                Some(due) if !saturated => {
+                    (due - self.clock.now()).to_std().unwrap_or(Duration::ZERO)
+                }
+                _ => Duration::from_secs(3600),
+            };
+            let wait = if failed {
+                wait.max(backoff.next())
+            } else {
+                backoff = Backoff::new();
+                wait.max(Duration::from_millis(1))
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = committed.changed() => {}
+                _ = shutdown.changed() => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+        self.stopping.store(true, Ordering::Relaxed);
+        self.drain().await;
+    }
+
+    /// Makes the re-drive loop look at the due index now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits until every spawned attempt has recorded its outcome.
+    pub async fn drain(&self) {
+        let mut running = self.running.subscribe();
+        let _ = running.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// The growing wait between retries of a commit the disk refused: 50 ms doubling to 5 s.
+pub(super) struct Backoff(Duration);
+
+impl Backoff {
+    pub(super) fn new() -> Self {
+        Self(Duration::from_millis(50))
+    }
+    pub(super) fn next(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        wait
+    }
+}
+
+/// What one re-drive pass did.
+pub(super) struct Pass {
+    pub(super) started: usize,
+    /// Due work was left for lack of permits: an outcome's commit will free one.
+    pub(super) blocked: bool,
+}
+
+/// The event, and per webhook its `enqueued` record (and the first `attempted` for those in
+/// `attempting`, whose permits are held): one commit.
+pub(super) fn enqueue_commit(
+    event_id: EventId,
+    event_type: &str,
+    body: &[u8],
+    (webhooks, attempting): (&[WebhookId], &[WebhookId]),
+    now: Timestamp,
+) -> Commit {
+    let mut records = Vec::with_capacity(webhooks.len() * 2);
+    for w in webhooks {
+        let key = DeliveryKey::new(*w, event_id);
+        records.push(NewRecord::new(key, RecordBody::Enqueued { due_at: now }));
+        if attempting.contains(w) {
+            records.push(NewRecord::new(key, RecordBody::Attempted { attempt: 1 }));
+        }
+    }
+    Commit {
+        events: vec![NewEvent {
+            event_id,
+            event_type: event_type.to_owned(),
+            body: body.to_vec(),
+        }],
+        records,
+        ..Commit::default()
+    }
+}
+
+/// Runs blocking DuckDB reads off the async threads.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LedgerError::Invalid(format!("a blocking read failed: {e}")))?
+}
