@@ -9,11 +9,12 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::{LedgerError, Result};
-use crate::ids::{DeliveryKey, EventId, WebhookId};
+use crate::ids::{DeliveryKey, WebhookId};
 use crate::ledger::record::{Record, RecordBody, Timestamp};
 use crate::ledger::view::QueueView;
 use crate::ledger::{checkpoint, history, verify};
 use crate::store::duck::{DuckStore, OpenMode};
+use crate::store::Store as _;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -178,9 +179,9 @@ pub struct HistoryArgs {
     /// The webhook id (a UUID).
     #[arg(long)]
     pub webhook: WebhookId,
-    /// The event id (a UUID).
+    /// The event id: the producer's id (an old event's UUID), in the webhook's app.
     #[arg(long)]
-    pub event: EventId,
+    pub event: String,
     /// Print JSON instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -364,7 +365,15 @@ fn whatif(args: &WhatifArgs) -> Result<ExitCode> {
 
 fn show_history(args: &HistoryArgs) -> Result<ExitCode> {
     let store = open_read_only(&args.db.db)?;
-    let records = history(&store, DeliveryKey::new(args.webhook, args.event))?;
+    let producer = crate::ids::ProducerId::parse(&args.event).ok_or_else(|| {
+        LedgerError::Invalid(format!(
+            "--event `{}` is not 1 to 256 characters of [A-Za-z0-9._:~-]",
+            args.event
+        ))
+    })?;
+    let registry = crate::registry::Registry::fold_all(store.changes()?)?;
+    let event = producer.key(registry.app_of(&args.webhook));
+    let records = history(&store, DeliveryKey::new(args.webhook, event))?;
     if records.is_empty() {
         return Err(LedgerError::Invalid(format!(
             "no records for webhook {} and event {}",

@@ -83,6 +83,8 @@ pub async fn create_webhook(
         event_types: req.event_types,
         description: req.description,
         secret: secret.clone(),
+        app: crate::ids::AppUid::default_app(),
+        payload_format: Default::default(),
     };
     commit_change(&state, id, change, false).await?;
     let mut body = webhook_json(&registered(&state, id)?);
@@ -190,6 +192,7 @@ pub async fn patch_webhook(
         event_types: patch.event_types,
         description: patch.description,
         active: patch.active,
+        payload_format: None,
     };
     commit_change(&state, id, change, park).await?;
     Ok(Json(webhook_json(&registered(&state, id)?)))
@@ -291,17 +294,21 @@ pub async fn publish(
             "must be a dotted name of [a-zA-Z0-9_-] parts",
         ));
     }
-    let event_id = match &req.event_id {
-        Some(s) => EventId(parse_id("event_id", s)?),
-        None => EventId::new(),
-    };
+    let producer_id = req
+        .event_id
+        .as_deref()
+        .map(|s| {
+            crate::ids::ProducerId::parse(s).ok_or_else(|| {
+                ApiError::invalid(
+                    "event_id",
+                    "must be 1 to 256 characters of [A-Za-z0-9._:~-]",
+                )
+            })
+        })
+        .transpose()?;
     let published = state
         .engine
-        .publish(Publish {
-            event_id,
-            event_type: req.event_type,
-            payload: req.payload,
-        })
+        .publish(Publish::new(producer_id, req.event_type, req.payload))
         .await?;
     let status = if published.duplicate {
         StatusCode::OK
@@ -453,6 +460,7 @@ pub async fn list_deliveries(
     let limit = page_limit(q.limit)?;
     let filter = DeliveryFilter {
         webhook: optional_id("webhook_id", q.webhook_id.as_deref())?.map(WebhookId),
+        webhooks: None,
         event: optional_id("event_id", q.event_id.as_deref())?.map(EventId),
         state: q
             .state

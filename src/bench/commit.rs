@@ -146,6 +146,7 @@ fn publish_commit(webhook: WebhookId) -> Commit {
             event_id: key.event_id,
             event_type: "bench".into(),
             body: br#"{"order":{"id":12345}}"#.to_vec(),
+            ..Default::default()
         }],
         records: vec![
             NewRecord::new(

@@ -311,6 +311,8 @@ async fn drive(path: &Path, spec: Spec, progress: &mut dyn FnMut(&str)) -> Resul
                 event_types: vec![],
                 description: None,
                 secret: Secret::generate(),
+                app: crate::ids::AppUid::default_app(),
+                payload_format: Default::default(),
             };
             (WebhookId::new(), change)
         })
@@ -375,11 +377,11 @@ fn publish(
     let payload: serde_json::Value = serde_json::from_str(BODY).unwrap_or_default();
     let one = move |engine: Arc<Engine>, tape: Arc<Tape>, payload: serde_json::Value, i| async move {
         tape.mark_published(i);
-        let req = Publish {
-            event_id: tape.event_id(i),
-            event_type: "order.created".into(),
+        let req = Publish::new(
+            Some(crate::ids::ProducerId::of_uuid(tape.event_id(i))),
+            "order.created".into(),
             payload,
-        };
+        );
         engine.publish(req).await.map(|_| ())
     };
     let total = spec.events;

@@ -327,6 +327,7 @@ fn publish(webhook: WebhookId) -> Commit {
             event_id: key.event_id,
             event_type: "bench".into(),
             body: br#"{"order":{"id":12345}}"#.to_vec(),
+            ..Default::default()
         }],
         records: vec![
             NewRecord::new(key, RecordBody::Enqueued { due_at: now }),
@@ -408,6 +409,7 @@ fn event(id: EventId) -> NewEvent {
         event_id: id,
         event_type: "bench".into(),
         body: b"{}".to_vec(),
+        ..Default::default()
     }
 }
 

@@ -132,6 +132,7 @@ fn fill(path: &Path, records: u64, progress: &mut dyn FnMut(&str)) -> Result<u64
                 event_id: k.event_id,
                 event_type: "bench".into(),
                 body: b"{}".to_vec(),
+                ..Default::default()
             })
             .collect();
         let mut first = Vec::with_capacity(keys.len() * 2);

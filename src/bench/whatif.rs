@@ -211,6 +211,7 @@ fn fill(path: &Path, records: u64, progress: &mut dyn FnMut(&str)) -> Result<Bui
                     event_id: key.event_id,
                     event_type: "bench".into(),
                     body: b"{}".to_vec(),
+                    ..Default::default()
                 });
                 first.records.push(NewRecord::new(
                     key,

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::envelope::EventBody;
 use crate::ids::EventId;
 
 /// The most body bytes kept at once.
@@ -17,13 +18,13 @@ pub const MAX_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Default)]
 pub struct WaitingBodies {
-    bodies: HashMap<EventId, (Arc<Vec<u8>>, usize)>,
+    bodies: HashMap<EventId, (Arc<EventBody>, usize)>,
     bytes: usize,
 }
 
 impl WaitingBodies {
     /// Keeps `body` for `deliveries` more deliveries of `event` (if it fits).
-    pub fn keep(&mut self, event: EventId, body: &Arc<Vec<u8>>, deliveries: usize) {
+    pub fn keep(&mut self, event: EventId, body: &Arc<EventBody>, deliveries: usize) {
         if deliveries == 0 {
             return;
         }
@@ -39,7 +40,7 @@ impl WaitingBodies {
     }
 
     /// The body for one delivery of `event` that starts now.
-    pub fn take(&mut self, event: EventId) -> Option<Arc<Vec<u8>>> {
+    pub fn take(&mut self, event: EventId) -> Option<Arc<EventBody>> {
         let (body, waiting) = self.bodies.get_mut(&event)?;
         let body = body.clone();
         *waiting -= 1;
@@ -65,15 +66,25 @@ impl WaitingBodies {
 mod tests {
     use super::*;
 
+    fn raw(body: Vec<u8>) -> EventBody {
+        EventBody {
+            event_type: String::new(),
+            published_at: Default::default(),
+            body,
+            format: None,
+            producer_id: None,
+        }
+    }
+
     #[test]
     fn a_body_stays_until_its_last_waiting_delivery_takes_it() {
         let mut cache = WaitingBodies::default();
         let event = EventId::new();
-        let body = Arc::new(b"{}".to_vec());
+        let body = Arc::new(raw(b"{}".to_vec()));
         cache.keep(event, &body, 2);
         assert_eq!(cache.bytes(), 2);
-        assert_eq!(cache.take(event).as_deref(), Some(&b"{}".to_vec()));
-        assert_eq!(cache.take(event).as_deref(), Some(&b"{}".to_vec()));
+        assert_eq!(cache.take(event), Some(body.clone()));
+        assert_eq!(cache.take(event), Some(body.clone()));
         assert_eq!(cache.take(event), None, "both deliveries took it");
         assert_eq!(cache.bytes(), 0);
     }
@@ -81,10 +92,10 @@ mod tests {
     #[test]
     fn the_cache_is_bounded_in_bytes_and_forgets_on_request() {
         let mut cache = WaitingBodies::default();
-        let big = Arc::new(vec![0; MAX_BYTES - 10]);
+        let big = Arc::new(raw(vec![0; MAX_BYTES - 10]));
         let (first, second) = (EventId::new(), EventId::new());
         cache.keep(first, &big, 1);
-        cache.keep(second, &Arc::new(vec![0; 11]), 1);
+        cache.keep(second, &Arc::new(raw(vec![0; 11])), 1);
         assert_eq!(
             cache.take(second),
             None,

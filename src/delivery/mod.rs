@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod bodies;
 pub mod engine;
+pub mod envelope;
 pub mod gate;
 pub mod guard;
 pub mod outcome;

@@ -42,9 +42,18 @@ pub fn batch_hash(prev: &Hash, records: &[StoredRecord]) -> Hash {
 /// The chain hash of one stored event (its exact body bytes included), given the previous
 /// event's. Events chain on their own: an event may be committed with no ledger records (no
 /// webhook matched it), and its body must still be tamper-evident.
+///
+/// Version 1 (events stored before apps, `format` NULL) covers seq, id, type, publish time and
+/// body. Version 2 (every event with a format) also covers the app, the producer's id and the
+/// format, so old files verify unchanged and a new event's app or id cannot be edited.
 pub fn event_link(prev: &Hash, e: &crate::store::StoredEvent) -> Hash {
     let mut hasher = Sha256::new();
-    hasher.update(b"hookledger/event/v1");
+    let v2 = e.format.is_some();
+    hasher.update(if v2 {
+        b"hookledger/event/v2"
+    } else {
+        b"hookledger/event/v1"
+    });
     hasher.update(prev);
     hasher.update(e.seq.to_be_bytes());
     hasher.update(e.event_id.0.as_bytes());
@@ -53,6 +62,15 @@ pub fn event_link(prev: &Hash, e: &crate::store::StoredEvent) -> Hash {
     hasher.update(e.published_at.timestamp_micros().to_be_bytes());
     hasher.update((e.body.len() as u64).to_be_bytes());
     hasher.update(&e.body);
+    if v2 {
+        for field in [&e.app, &e.producer_id] {
+            let f = field.as_deref().unwrap_or("");
+            hasher.update([u8::from(field.is_some())]);
+            hasher.update((f.len() as u32).to_be_bytes());
+            hasher.update(f.as_bytes());
+        }
+        hasher.update([e.format.unwrap_or(0)]);
+    }
     hasher.finalize().into()
 }
 

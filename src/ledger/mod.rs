@@ -131,16 +131,16 @@ impl Loaded {
             checkpoint: snapshot.as_ref().map(|s| s.projection.last_seq()),
             ignored,
         };
-        let (mut projection, mut registry) = snapshot
-            .map(|s| (s.projection, s.registry))
-            .unwrap_or_default();
+        // The checkpoint's registry part holds the webhooks only; apps, tokens and the
+        // webhook-to-app index are folded from the change log (changes are few).
+        let mut projection = snapshot.map(|s| s.projection).unwrap_or_default();
+        let mut registry = Registry::new();
         let from = projection.last_seq();
         store.scan_records(from + 1, u64::MAX, &mut |row| {
             projection.apply(&row.into_record()?)
         })?;
         let last_change_hash = changes.last().map_or_else(registry::genesis, |c| c.hash);
-        let done = registry.last_seq() as usize;
-        for row in changes.into_iter().skip(done) {
+        for row in changes {
             registry.apply(&row.into_change()?)?;
         }
         let last_link = store

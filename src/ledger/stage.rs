@@ -85,7 +85,10 @@ fn check_events(commit: &Commit, existing: &[StoredEvent], seen: &HashSet<EventI
         if let Some(old) = existing.iter().find(|o| o.event_id == e.event_id) {
             return Err(LedgerError::EventExists {
                 event_id: e.event_id,
-                same_body: old.body == e.body && old.event_type == e.event_type,
+                same_body: old.body == e.body
+                    && old.event_type == e.event_type
+                    && old.app_uid().as_str()
+                        == e.app.as_deref().unwrap_or(crate::ids::DEFAULT_APP),
             });
         }
         if dup_here || seen.contains(&e.event_id) {

@@ -33,9 +33,37 @@ pub struct LiveRow {
 
 impl QueueView {
     pub fn of(projection: &Projection) -> Self {
+        Self::of_webhooks(projection, None)
+    }
+
+    /// The view restricted to deliveries of `webhooks` (an app's): its live rows, and counts of
+    /// those rows plus `finished` (delivered, dead, parked counted in the log up to the same
+    /// seq, see `DuckStore::finished_counts`).
+    pub fn of_app(
+        projection: &Projection,
+        webhooks: &std::collections::HashSet<WebhookId>,
+        finished: (u64, u64, u64),
+    ) -> Self {
+        let mut view = Self::of_webhooks(projection, Some(webhooks));
+        let (delivered, dead, parked) = finished;
+        view.counts = Counts {
+            pending: view.live.iter().filter(|r| r.state == "pending").count() as u64,
+            in_attempt: view.live.iter().filter(|r| r.state == "in_attempt").count() as u64,
+            delivered,
+            dead,
+            parked,
+        };
+        view
+    }
+
+    fn of_webhooks(
+        projection: &Projection,
+        webhooks: Option<&std::collections::HashSet<WebhookId>>,
+    ) -> Self {
         let live = projection
             .live_rows()
             .into_iter()
+            .filter(|(key, _)| webhooks.is_none_or(|w| w.contains(&key.webhook_id)))
             .map(|(key, live)| {
                 let (state, attempts, due_at) = match live {
                     Live::Pending { attempts, due_us } => (
@@ -133,9 +161,11 @@ pub struct DeliverySummary {
 }
 
 /// Which deliveries to list.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeliveryFilter {
     pub webhook: Option<WebhookId>,
+    /// Only deliveries of these webhooks (an app's), when set.
+    pub webhooks: Option<Vec<WebhookId>>,
     pub event: Option<EventId>,
     pub state: Option<DeliveryState>,
 }

@@ -43,11 +43,34 @@ use crate::store::{CommitBatch, Store, StoredEvent};
 const MAX_COMMITS_PER_BATCH: usize = 4096;
 
 /// A new event to store with a commit.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NewEvent {
     pub event_id: EventId,
     pub event_type: String,
+    /// The payload (format 1), or the exact bytes to send (no format).
     pub body: Vec<u8>,
+    /// The app, the producer's id and the body format (see [`StoredEvent`]).
+    pub app: Option<String>,
+    pub producer_id: Option<String>,
+    pub format: Option<u8>,
+    /// The publish time the envelope carries (`None`: the commit's time).
+    pub published_at: Option<Timestamp>,
+}
+
+impl NewEvent {
+    /// An event stored as the bytes to send, in the default app (no producer id): how events
+    /// were stored before apps (tests and benches that write the old shape use it).
+    pub fn stored_as_sent(event_id: EventId, event_type: &str, body: Vec<u8>) -> Self {
+        Self {
+            event_id,
+            event_type: event_type.to_owned(),
+            body,
+            app: None,
+            producer_id: None,
+            format: None,
+            published_at: None,
+        }
+    }
 }
 
 /// What one caller wants appended atomically.
@@ -301,9 +324,12 @@ impl Writer {
                     seq: event_seq,
                     event_id: e.event_id,
                     event_type: e.event_type.clone(),
-                    published_at: now,
+                    published_at: e.published_at.map_or(now, to_micros),
                     body: e.body.clone(),
                     hash: [0; 32],
+                    app: e.app.clone(),
+                    producer_id: e.producer_id.clone(),
+                    format: e.format,
                 };
                 stored.hash = event_link(&prev_event, &stored);
                 prev_event = stored.hash;

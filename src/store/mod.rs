@@ -19,9 +19,11 @@ use crate::ledger::record::{RecordKind, Timestamp};
 use crate::ledger::stored::StoredRecord;
 use crate::registry::StoredChange;
 
-/// A published event as stored: the exact body bytes that are signed and sent, chained to the
-/// previous event by `hash` (see [`crate::ledger::chain::event_link`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A published event as stored, chained to the previous event by `hash` (see
+/// [`crate::ledger::chain::event_link`]). With `format` NULL (events stored before apps) `body`
+/// is the exact bytes that are signed and sent; with format 1 it is the payload, and the bytes
+/// sent are built from it deterministically (`crate::delivery::envelope`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredEvent {
     pub seq: u64,
     pub event_id: EventId,
@@ -29,6 +31,29 @@ pub struct StoredEvent {
     pub published_at: Timestamp,
     pub body: Vec<u8>,
     pub hash: crate::ledger::chain::Hash,
+    /// The app it was published to (`None`: stored before apps, the default app).
+    pub app: Option<String>,
+    /// The producer's own id (`None`: stored before producer ids; the UUID is the id).
+    pub producer_id: Option<String>,
+    /// The body format (`None`: sent as stored; `Some(1)`: the payload).
+    pub format: Option<u8>,
+}
+
+impl StoredEvent {
+    /// The producer's id as answers show it: the stored string, or the UUID of an old event.
+    pub fn producer_event_id(&self) -> String {
+        self.producer_id
+            .clone()
+            .unwrap_or_else(|| self.event_id.to_string())
+    }
+
+    /// The app it belongs to.
+    pub fn app_uid(&self) -> crate::ids::AppUid {
+        self.app
+            .as_deref()
+            .and_then(crate::ids::AppUid::parse)
+            .unwrap_or_else(crate::ids::AppUid::default_app)
+    }
 }
 
 /// One row of `projection_checkpoints` (see [`crate::ledger::checkpoint`]): a cache of the

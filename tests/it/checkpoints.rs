@@ -299,6 +299,7 @@ fn a_repeated_event_id_older_than_every_checkpoint_and_bucket_is_recognised() {
             event_id: event(1),
             event_type: "order.created".into(),
             body: b"{\"order\":1}".to_vec(),
+            ..Default::default()
         }],
         ..Commit::default()
     };

@@ -115,6 +115,7 @@ pub fn publish_commit(n: u128, webhooks: &[WebhookId], now: Timestamp) -> Commit
             event_id: event(n),
             event_type: "order.created".into(),
             body: format!("{{\"order\":{n}}}").into_bytes(),
+            ..Default::default()
         }],
         records: webhooks
             .iter()

@@ -109,6 +109,8 @@ impl Setup {
             event_types: types.iter().map(|t| t.to_string()).collect(),
             description: None,
             secret: secret.clone(),
+            app: hookledger::ids::AppUid::default_app(),
+            payload_format: Default::default(),
         };
         self.ledger()
             .commit(Commit {
@@ -123,11 +125,11 @@ impl Setup {
     async fn publish(&self, n: u128, event_type: &str) -> hookledger::Result<Vec<WebhookId>> {
         let published = self
             .engine
-            .publish(Publish {
-                event_id: event(n),
-                event_type: event_type.into(),
-                payload: serde_json::json!({ "n": n }),
-            })
+            .publish(Publish::new(
+                Some(hookledger::ids::ProducerId::of_uuid(event(n))),
+                event_type.into(),
+                serde_json::json!({ "n": n }),
+            ))
             .await?;
         self.engine.drain().await;
         Ok(published.deliveries)
@@ -271,6 +273,7 @@ async fn parked_on_deactivation_then_redelivered_and_delivered() {
         event_types: None,
         description: None,
         active: Some(true),
+        payload_format: None,
     };
     s.ledger()
         .commit(Commit {
@@ -303,22 +306,22 @@ async fn publishing_again_returns_the_first_answer_or_a_conflict() {
     let first = s.publish(1, "x").await.unwrap();
     let again = s
         .engine
-        .publish(Publish {
-            event_id: event(1),
-            event_type: "x".into(),
-            payload: serde_json::json!({ "n": 1 }),
-        })
+        .publish(Publish::new(
+            Some(hookledger::ids::ProducerId::of_uuid(event(1))),
+            "x".into(),
+            serde_json::json!({ "n": 1 }),
+        ))
         .await
         .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.deliveries, first);
     let other = s
         .engine
-        .publish(Publish {
-            event_id: event(1),
-            event_type: "x".into(),
-            payload: serde_json::json!({ "n": 2 }),
-        })
+        .publish(Publish::new(
+            Some(hookledger::ids::ProducerId::of_uuid(event(1))),
+            "x".into(),
+            serde_json::json!({ "n": 2 }),
+        ))
         .await;
     assert!(matches!(
         other,
@@ -449,11 +452,11 @@ async fn the_redrive_loop_retries_when_due_and_drains_on_shutdown() {
     // Attempts really in flight when the stop comes: the held receiver has their requests.
     for n in 0..IN_FLIGHT {
         s.engine
-            .publish(Publish {
-                event_id: event(100 + n),
-                event_type: "held".into(),
-                payload: serde_json::json!({ "n": n }),
-            })
+            .publish(Publish::new(
+                Some(hookledger::ids::ProducerId::of_uuid(event(100 + n))),
+                "held".into(),
+                serde_json::json!({ "n": n }),
+            ))
             .await
             .unwrap();
     }
@@ -507,21 +510,21 @@ async fn a_hanging_receiver_does_not_delay_a_healthy_one() {
     s.register(2, &url, &["fast"]).await;
     for n in 0..4 {
         s.engine
-            .publish(Publish {
-                event_id: event(1000 + n),
-                event_type: "slow".into(),
-                payload: serde_json::json!({}),
-            })
+            .publish(Publish::new(
+                Some(hookledger::ids::ProducerId::of_uuid(event(1000 + n))),
+                "slow".into(),
+                serde_json::json!({}),
+            ))
             .await
             .unwrap();
     }
     for n in 0..100 {
         s.engine
-            .publish(Publish {
-                event_id: event(n),
-                event_type: "fast".into(),
-                payload: serde_json::json!({}),
-            })
+            .publish(Publish::new(
+                Some(hookledger::ids::ProducerId::of_uuid(event(n))),
+                "fast".into(),
+                serde_json::json!({}),
+            ))
             .await
             .unwrap();
     }
@@ -663,11 +666,11 @@ async fn a_stalled_webhooks_backlog_does_not_hide_another_webhooks_retry() {
     // before the retry.
     for n in 100..150 {
         s.engine
-            .publish(Publish {
-                event_id: event(n),
-                event_type: "slow".into(),
-                payload: serde_json::json!({}),
-            })
+            .publish(Publish::new(
+                Some(hookledger::ids::ProducerId::of_uuid(event(n))),
+                "slow".into(),
+                serde_json::json!({}),
+            ))
             .await
             .unwrap();
     }

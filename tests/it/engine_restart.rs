@@ -58,6 +58,8 @@ fn engine_child() {
                 event_types: vec![],
                 description: None,
                 secret: Secret::generate(),
+                app: hookledger::ids::AppUid::default_app(),
+                payload_format: Default::default(),
             };
             let commit = Commit {
                 changes: vec![(webhook(1), change)],
@@ -79,11 +81,11 @@ fn engine_child() {
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(engine.clone().run(shutdown));
         for n in 1..=publish {
-            let req = Publish {
-                event_id: event(n),
-                event_type: "order.created".into(),
-                payload: serde_json::json!({ "n": n }),
-            };
+            let req = Publish::new(
+                Some(hookledger::ids::ProducerId::of_uuid(event(n))),
+                "order.created".into(),
+                serde_json::json!({ "n": n }),
+            );
             engine.publish(req).await.unwrap();
             println!("acked {n}");
         }

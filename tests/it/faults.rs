@@ -428,6 +428,8 @@ impl Setup {
             event_types: vec![],
             description: None,
             secret: Secret::generate(),
+            app: hookledger::ids::AppUid::default_app(),
+            payload_format: Default::default(),
         };
         self.engine
             .ledger()
@@ -442,11 +444,11 @@ impl Setup {
     async fn publish(&self, e: EventId) -> Vec<WebhookId> {
         let published = self
             .engine
-            .publish(Publish {
-                event_id: e,
-                event_type: "fault.matrix".into(),
-                payload: serde_json::json!({ "probe": e.to_string() }),
-            })
+            .publish(Publish::new(
+                Some(hookledger::ids::ProducerId::of_uuid(e)),
+                "fault.matrix".into(),
+                serde_json::json!({ "probe": e.to_string() }),
+            ))
             .await
             .expect("publish");
         published.deliveries

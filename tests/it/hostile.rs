@@ -102,6 +102,8 @@ impl App {
                 event_types: vec![KNOWN_TYPES.into()],
                 description: None,
                 secret: Secret::generate(),
+                app: hookledger::ids::AppUid::default_app(),
+                payload_format: Default::default(),
             };
             engine
                 .ledger()
@@ -1076,7 +1078,7 @@ mod decoding {
             seq in any::<u64>(),
             recorded_at_us in any::<i64>(),
             format_version in any::<u8>(),
-            kind in text(vec!["created", "updated", "deactivated", "secret_rotated"]),
+            kind in text(vec!["created", "updated", "deactivated", "secret_rotated", "app_created", "app_updated", "app_deleted", "token_issued", "token_revoked"]),
             id in any::<u128>(),
             url in text(vec!["http://x/"]),
             event_types in text(vec!["", ",", "a,b"]),
@@ -1087,12 +1089,19 @@ mod decoding {
             ]),
             previous_until_us in any::<Option<i64>>(),
             reason in text(vec![""]),
+            app in text(vec!["default", "shop", "", "a b"]),
+            name in text(vec![""]),
+            metadata in text(vec!["{}", "[", "{\"a\":1}"]),
+            token_id in any::<Option<u128>>(),
+            token_digest in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+            payload_format in text(vec!["standard", "raw", "bare"]),
             hash in any::<[u8; 32]>(),
         ) -> StoredChange {
             StoredChange {
                 seq, recorded_at_us, format_version, kind: kind.unwrap_or_default(),
                 webhook_id: Uuid::from_u128(id), url, event_types, description, active,
-                secret, previous_until_us, reason, hash,
+                secret, previous_until_us, reason, app, name, metadata,
+                token_id: token_id.map(Uuid::from_u128), token_digest, payload_format, hash,
             }
         }
     }

@@ -3,6 +3,7 @@
 #[macro_use]
 mod common;
 
+mod apps;
 mod audit;
 mod bench;
 mod checkpoints;
@@ -15,6 +16,7 @@ mod faults;
 mod head;
 mod hostile;
 mod ledger_props;
+mod migration;
 mod scenarios;
 mod secrets;
 mod sender;

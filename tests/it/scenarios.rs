@@ -139,6 +139,8 @@ fn parked_on_deactivation() {
         event_types: vec!["order".into()],
         description: None,
         secret: Secret::generate(),
+        app: hookledger::ids::AppUid::default_app(),
+        payload_format: Default::default(),
     };
     t.commit(Commit {
         changes: vec![(w, created)],

@@ -43,6 +43,8 @@ fn fixture() -> TestLedger {
                 event_types: vec![],
                 description: Some("orders".into()),
                 secret: Secret::generate(),
+                app: hookledger::ids::AppUid::default_app(),
+                payload_format: Default::default(),
             },
         )],
         ..Commit::default()

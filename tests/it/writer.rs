@@ -288,6 +288,7 @@ fn event_bodies_are_stored_once_byte_for_byte() {
             event_id: event(9),
             event_type: "raw".into(),
             body: body.clone(),
+            ..Default::default()
         }],
         ..Commit::default()
     })

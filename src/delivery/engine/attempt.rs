@@ -1,13 +1,14 @@
 //! One attempt: sending it (signed, while holding its permits) and recording its outcome.
 
 use super::*;
+use crate::delivery::envelope::EventBody;
 
 impl Engine {
     pub(super) fn spawn_attempt(
         self: &Arc<Self>,
         key: DeliveryKey,
         attempt: u16,
-        body: Arc<Vec<u8>>,
+        body: Arc<EventBody>,
         ticket: Ticket,
     ) {
         self.running.send_modify(|n| *n += 1);
@@ -34,7 +35,7 @@ impl Engine {
         &self,
         key: DeliveryKey,
         attempt: u16,
-        body: &[u8],
+        body: &EventBody,
         permits: Permits,
     ) {
         let outcome = self.send(key, body, permits).await;
@@ -44,23 +45,34 @@ impl Engine {
     }
 
     /// Sends one attempt; its permits are held until the answer (or failure) is in.
-    pub(super) async fn send(&self, key: DeliveryKey, body: &[u8], _permits: Permits) -> Outcome {
-        let webhook = self
-            .ledger
-            .shared()
-            .read_registry()
-            .get(&key.webhook_id)
-            .cloned();
+    pub(super) async fn send(
+        &self,
+        key: DeliveryKey,
+        body: &EventBody,
+        _permits: Permits,
+    ) -> Outcome {
+        let (webhook, format) = {
+            let registry = self.ledger.shared().read_registry();
+            (
+                registry.get(&key.webhook_id).cloned(),
+                registry.format_of(&key.webhook_id),
+            )
+        };
         let now = self.clock.now();
         let Some(w) = webhook.filter(|w| w.active) else {
             return local_failure(ErrorClass::Other, "the webhook is not active");
         };
         let secrets = w.signing_secrets(now);
-        let msg_id = key.event_id.to_string();
+        // The producer's id (an old event's UUID): the same on every attempt.
+        let msg_id = body
+            .producer_id
+            .clone()
+            .unwrap_or_else(|| key.event_id.to_string());
+        let bytes = body.wire(format);
         let a = Attempt {
             url: &w.url,
             msg_id: &msg_id,
-            body,
+            body: &bytes,
             secrets: &secrets,
             timestamp: now.timestamp(),
         };

@@ -72,12 +72,32 @@ impl Default for EngineConfig {
     }
 }
 
-/// A publish request: the payload is serialised once into the body that every attempt sends.
+/// A publish request: the payload is serialised once into the stored body, from which every
+/// attempt builds the same bytes ([`super::envelope`]).
 #[derive(Clone, Debug)]
 pub struct Publish {
-    pub event_id: EventId,
+    /// The app the event is published to: only its webhooks receive it.
+    pub app: crate::ids::AppUid,
+    /// The producer's own id (`None`: a new UUIDv7).
+    pub producer_id: Option<crate::ids::ProducerId>,
     pub event_type: String,
     pub payload: serde_json::Value,
+}
+
+impl Publish {
+    /// A publish to the default app.
+    pub fn new(
+        producer_id: Option<crate::ids::ProducerId>,
+        event_type: String,
+        payload: serde_json::Value,
+    ) -> Self {
+        Self {
+            app: crate::ids::AppUid::default_app(),
+            producer_id,
+            event_type,
+            payload,
+        }
+    }
 }
 
 /// The event type of [`Engine::test_delivery`].
@@ -86,14 +106,24 @@ pub const TEST_EVENT_TYPE: &str = "webhook.test";
 /// The answer to a test delivery: its event and the outcome records it appended.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TestDelivery {
-    pub event_id: EventId,
+    /// The producer id of the test event (a UUID).
+    pub event_id: String,
+    /// Its 16-byte key in the ledger.
+    #[serde(skip)]
+    pub key: EventId,
     pub records: Vec<RecordBody>,
 }
 
 /// The answer to a publish.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Published {
-    pub event_id: EventId,
+    /// The producer's id, as stored with the event.
+    pub event_id: String,
+    /// The event's 16-byte key in the ledger.
+    #[serde(skip)]
+    pub key: EventId,
+    #[serde(skip)]
+    pub app: crate::ids::AppUid,
     /// The webhooks that got a delivery.
     pub deliveries: Vec<WebhookId>,
     /// True when the event had been published before with the same body (nothing new written).
@@ -224,26 +254,20 @@ pub(super) struct Pass {
 /// The event, and per webhook its `enqueued` record (and the first `attempted` for those in
 /// `attempting`, whose permits are held): one commit.
 pub(super) fn enqueue_commit(
-    event_id: EventId,
-    event_type: &str,
-    body: &[u8],
+    event: NewEvent,
     (webhooks, attempting): (&[WebhookId], &[WebhookId]),
     now: Timestamp,
 ) -> Commit {
     let mut records = Vec::with_capacity(webhooks.len() * 2);
     for w in webhooks {
-        let key = DeliveryKey::new(*w, event_id);
+        let key = DeliveryKey::new(*w, event.event_id);
         records.push(NewRecord::new(key, RecordBody::Enqueued { due_at: now }));
         if attempting.contains(w) {
             records.push(NewRecord::new(key, RecordBody::Attempted { attempt: 1 }));
         }
     }
     Commit {
-        events: vec![NewEvent {
-            event_id,
-            event_type: event_type.to_owned(),
-            body: body.to_vec(),
-        }],
+        events: vec![event],
         records,
         ..Commit::default()
     }

@@ -2,19 +2,27 @@
 //! `attempted` for those with a ticket) in one commit; test deliveries.
 
 use super::*;
+use crate::delivery::envelope::{EventBody, FORMAT_PAYLOAD};
+use crate::ids::{AppUid, ProducerId};
+use crate::ledger::record::to_micros;
 
 impl Engine {
     /// Stores the event and enqueues one delivery per matching active webhook, with its first
     /// `attempted` record, in one commit; then starts the first attempts.
     pub async fn publish(self: &Arc<Self>, req: Publish) -> Result<Published> {
-        let body = serde_json::to_vec(&req.payload)
+        let payload = serde_json::to_vec(&req.payload)
             .map_err(|e| LedgerError::Invalid(format!("payload: {e}")))?;
         let now = self.clock.now();
+        let producer = req
+            .producer_id
+            .unwrap_or_else(|| ProducerId::of_uuid(EventId::new()));
+        let event_id = producer.key(&req.app);
+        // Only the app's own webhooks are looked at (the registry's per-app index).
         let webhooks: Vec<WebhookId> = self
             .ledger
             .shared()
             .read_registry()
-            .matching(&req.event_type)
+            .matching(&req.app, &req.event_type)
             .map(|w| w.id)
             .collect();
         let mut attempting = Vec::with_capacity(webhooks.len());
@@ -23,48 +31,65 @@ impl Engine {
             // Without a ticket the delivery stays pending, due now, for the re-drive.
             if let Some(ticket) = self.gates.try_ticket(*w) {
                 attempting.push(*w);
-                first_attempts.push((DeliveryKey::new(*w, req.event_id), ticket));
+                first_attempts.push((DeliveryKey::new(*w, event_id), ticket));
             }
         }
+        let body = Arc::new(EventBody {
+            event_type: req.event_type.clone(),
+            published_at: to_micros(now),
+            body: payload,
+            format: Some(FORMAT_PAYLOAD),
+            producer_id: Some(producer.to_string()),
+        });
         let commit = enqueue_commit(
-            req.event_id,
-            &req.event_type,
-            &body,
+            new_event(event_id, &req.app, &producer, &body),
             (&webhooks, &attempting),
             now,
         );
         // Kept before the commit, so a re-drive pass that starts a waiting delivery right
         // after it finds the body.
-        let body = Arc::new(body);
         let waiting = webhooks.len() - attempting.len();
-        self.waiting_bodies().keep(req.event_id, &body, waiting);
+        self.waiting_bodies().keep(event_id, &body, waiting);
         let committed = self.ledger.commit(commit).await;
         if committed.is_err() {
-            self.waiting_bodies().forget(req.event_id);
+            self.waiting_bodies().forget(event_id);
         }
         match committed {
             Ok(_) => {}
             Err(LedgerError::EventExists {
                 same_body: true, ..
-            }) => return self.original(req.event_id).await,
+            }) => return self.original(event_id, req.app).await,
             Err(e) => return Err(e),
         }
         for (key, ticket) in first_attempts {
             self.spawn_attempt(key, 1, body.clone(), ticket);
         }
         Ok(Published {
-            event_id: req.event_id,
+            event_id: producer.to_string(),
+            key: event_id,
+            app: req.app,
             deliveries: webhooks,
             duplicate: false,
         })
     }
 
     /// The first answer to an event published again with the same body.
-    pub(super) async fn original(&self, event_id: EventId) -> Result<Published> {
+    pub(super) async fn original(&self, event_id: EventId, app: AppUid) -> Result<Published> {
         let reader = self.ledger.reader()?;
-        let deliveries = blocking(move || reader.enqueued_webhooks(event_id)).await?;
+        let (deliveries, stored) = blocking(move || {
+            Ok((
+                reader.enqueued_webhooks(event_id)?,
+                reader.events(&[event_id])?,
+            ))
+        })
+        .await?;
+        let producer = stored
+            .first()
+            .map_or_else(|| event_id.to_string(), |e| e.producer_event_id());
         Ok(Published {
-            event_id,
+            event_id: producer,
+            key: event_id,
+            app,
             deliveries,
             duplicate: true,
         })
@@ -81,19 +106,30 @@ impl Engine {
             )));
         }
         let now = self.clock.now();
-        let event_id = EventId::new();
+        let app = self
+            .ledger
+            .shared()
+            .read_registry()
+            .app_of(&webhook)
+            .clone();
+        let producer = ProducerId::of_uuid(EventId::new());
+        let event_id = producer.key(&app);
         let payload = serde_json::json!({
             "type": TEST_EVENT_TYPE,
             "webhook_id": webhook,
             "sent_at": now,
         });
-        let body = payload.to_string().into_bytes();
+        let body = EventBody {
+            event_type: TEST_EVENT_TYPE.to_owned(),
+            published_at: to_micros(now),
+            body: payload.to_string().into_bytes(),
+            format: Some(FORMAT_PAYLOAD),
+            producer_id: Some(producer.to_string()),
+        };
         // A test waits for its permits (its webhook's first), then records its attempt.
         let permits = self.gates.wait_permits(webhook).await;
         let commit = enqueue_commit(
-            event_id,
-            TEST_EVENT_TYPE,
-            &body,
+            new_event(event_id, &app, &producer, &body),
             (&[webhook], &[webhook]),
             now,
         );
@@ -103,6 +139,23 @@ impl Engine {
         let outcome = self.send(key, &body, permits).await;
         let records = self.record(key, 1, outcome).await;
         self.running.send_modify(|n| *n -= 1);
-        Ok(TestDelivery { event_id, records })
+        Ok(TestDelivery {
+            event_id: producer.to_string(),
+            key: event_id,
+            records,
+        })
+    }
+}
+
+/// The event row of a publish.
+fn new_event(event_id: EventId, app: &AppUid, producer: &ProducerId, body: &EventBody) -> NewEvent {
+    NewEvent {
+        event_id,
+        event_type: body.event_type.clone(),
+        body: body.body.clone(),
+        app: Some(app.to_string()),
+        producer_id: Some(producer.to_string()),
+        format: body.format,
+        published_at: Some(body.published_at),
     }
 }

@@ -2,6 +2,7 @@
 //! redeliver and recover (requeues).
 
 use super::*;
+use crate::delivery::envelope::EventBody;
 
 impl Engine {
     /// One re-drive pass: takes the deliveries due now that get a ticket (free slots, or a place
@@ -77,7 +78,10 @@ impl Engine {
 
     /// The body of each delivery starting now (one id per delivery): kept since its publish,
     /// or read back from the events table.
-    pub(super) async fn bodies(&self, ids: Vec<EventId>) -> Result<HashMap<EventId, Arc<Vec<u8>>>> {
+    pub(super) async fn bodies(
+        &self,
+        ids: Vec<EventId>,
+    ) -> Result<HashMap<EventId, Arc<EventBody>>> {
         let mut found = HashMap::new();
         let mut missing = Vec::new();
         {
@@ -99,7 +103,11 @@ impl Engine {
         missing.dedup();
         let reader = self.ledger.reader()?;
         let events = blocking(move || reader.events(&missing)).await?;
-        found.extend(events.into_iter().map(|e| (e.event_id, Arc::new(e.body))));
+        found.extend(
+            events
+                .into_iter()
+                .map(|e| (e.event_id, Arc::new(EventBody::of(e)))),
+        );
         Ok(found)
     }
 

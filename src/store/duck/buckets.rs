@@ -37,7 +37,7 @@ pub fn table(bucket: u32) -> String {
 
 const EVENT_TABLE_DDL: &str = "(seq BIGINT NOT NULL, event_id UUID PRIMARY KEY, \
      event_type VARCHAR NOT NULL, published_at TIMESTAMP NOT NULL, body BLOB NOT NULL, \
-     hash BLOB NOT NULL)";
+     hash BLOB NOT NULL, app VARCHAR, producer_id VARCHAR, format UTINYINT)";
 
 /// The number of buckets (sealed ones plus the open one), from the file.
 pub fn bucket_count(conn: &Connection) -> Result<u32> {

@@ -23,7 +23,9 @@ use crate::registry::StoredChange;
 mod arrow_scan;
 mod buckets;
 mod checks;
+mod events;
 mod idfilter;
+mod migrate;
 mod positions;
 mod summaries;
 
@@ -34,6 +36,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../../schema/001_ledger.sql")),
     (2, include_str!("../../../schema/002_audit_views.sql")),
     (3, include_str!("../../../schema/003_history.sql")),
+    (4, include_str!("../../../schema/004_apps.sql")),
 ];
 
 /// The schema version this build writes and understands.
@@ -151,52 +154,44 @@ impl DuckStore {
         &self.path
     }
 
+    /// Delivered, dead and parked deliveries of `webhooks` as of record `upto_seq` (an app's
+    /// finished counts; see `summaries.rs`).
+    pub fn finished_counts(
+        &self,
+        webhooks: &[crate::ids::WebhookId],
+        upto_seq: u64,
+    ) -> Result<(u64, u64, u64)> {
+        summaries::finished_counts(&self.conn, webhooks, upto_seq)
+    }
+
+    /// [`Store::page`] restricted to the records of `webhooks` (an app's).
+    pub fn page_of(
+        &self,
+        after_seq: u64,
+        limit: usize,
+        webhooks: &[crate::ids::WebhookId],
+        kind: Option<RecordKind>,
+    ) -> Result<Vec<StoredRecord>> {
+        let mut out = Vec::new();
+        let filter = format!(
+            "seq > ? AND {} AND (? IS NULL OR kind = ?) ORDER BY seq LIMIT ?",
+            summaries::webhooks_in(webhooks)
+        );
+        let kind = kind.map(|k| k.as_str());
+        self.query_records(
+            &filter,
+            params![after_seq as i64, kind, kind, limit as i64],
+            &mut |r| {
+                out.push(r);
+                Ok(())
+            },
+        )?;
+        Ok(out)
+    }
+
     /// Direct SQL access, for the audit views and for tests that play the attacker.
     pub fn connection(&self) -> &Connection {
         &self.conn
-    }
-
-    fn migrate(&self, mode: OpenMode) -> Result<()> {
-        let supported = supported_schema();
-        let found = self.schema_version()?;
-        if found > supported {
-            return Err(LedgerError::SchemaTooNew { found, supported });
-        }
-        if mode == OpenMode::ReadOnly {
-            return Ok(());
-        }
-        self.conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_migrations \
-             (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)",
-        )?;
-        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
-            let tx = self.conn.unchecked_transaction()?;
-            tx.execute_batch(sql)?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version) VALUES (?)",
-                params![version],
-            )?;
-            tx.commit()?;
-        }
-        Ok(())
-    }
-
-    /// The highest applied migration (0 for a new file).
-    pub fn schema_version(&self) -> Result<u32> {
-        let exists: i64 = self.conn.query_row(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'",
-            [],
-            |r| r.get(0),
-        )?;
-        if exists == 0 {
-            return Ok(0);
-        }
-        let v: Option<u32> =
-            self.conn
-                .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
-                    r.get(0)
-                })?;
-        Ok(v.unwrap_or(0))
     }
 
     fn append_records(&self, records: &[StoredRecord]) -> duckdb::Result<()> {
@@ -245,7 +240,8 @@ impl DuckStore {
 
     fn append_changes(&self, changes: &[StoredChange]) -> duckdb::Result<()> {
         let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO webhook_changes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO webhook_changes VALUES \
+             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )?;
         for c in changes {
             stmt.execute(params![
@@ -262,6 +258,12 @@ impl DuckStore {
                 c.previous_until_us.map(ts),
                 c.reason,
                 c.hash.to_vec(),
+                c.app,
+                c.name,
+                c.metadata,
+                c.token_id,
+                c.token_digest,
+                c.payload_format,
             ])?;
         }
         Ok(())
@@ -312,22 +314,6 @@ impl DuckStore {
         }
         Ok(roll)
     }
-
-    fn append_events(&self, table: &str, events: &[StoredEvent]) -> duckdb::Result<()> {
-        let mut app = self.conn.appender(table)?;
-        for e in events {
-            app.append_row(params![
-                e.seq as i64,
-                e.event_id.0,
-                e.event_type,
-                ts(e.published_at.timestamp_micros()),
-                e.body,
-                e.hash.to_vec(),
-            ])?;
-        }
-        app.flush()?;
-        Ok(())
-    }
 }
 
 /// The columns of a ledger row, in the order [`arrow_scan::each_record`] reads them.
@@ -335,24 +321,7 @@ const RECORD_COLUMNS: &str = "seq, epoch_us(recorded_at), format_version, kind, 
      event_id, attempt, status_code, error_class, error, duration_ms, epoch_us(due_at), reason, \
      response_body, prior_state";
 
-const EVENT_COLUMNS: &str =
-    "seq, event_id::VARCHAR, event_type, epoch_us(published_at), body, hash";
-
-fn read_event(r: &duckdb::Row<'_>) -> duckdb::Result<StoredEvent> {
-    let id: String = r.get(1)?;
-    let us: i64 = r.get(3)?;
-    let hash: Vec<u8> = r.get(5)?;
-    Ok(StoredEvent {
-        seq: r.get::<_, i64>(0)? as u64,
-        event_id: EventId(Uuid::parse_str(&id).unwrap_or_default()),
-        event_type: r.get(2)?,
-        published_at: chrono::DateTime::from_timestamp_micros(us).unwrap_or_default(),
-        body: r.get(4)?,
-        hash: hash.try_into().unwrap_or([0; 32]),
-    })
-}
-
-fn ts(us: i64) -> Value {
+pub(super) fn ts(us: i64) -> Value {
     Value::Timestamp(TimeUnit::Microsecond, us)
 }
 
@@ -479,11 +448,16 @@ impl Store for DuckStore {
     }
 
     fn changes(&self) -> Result<Vec<StoredChange>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare(&format!(
             "SELECT seq, epoch_us(recorded_at), format_version, kind, webhook_id::VARCHAR, url, \
-             event_types, description, active, secret, epoch_us(previous_until), reason, hash \
-             FROM webhook_changes ORDER BY seq",
-        )?;
+             event_types, description, active, secret, epoch_us(previous_until), reason, hash, \
+             {} FROM webhook_changes ORDER BY seq",
+            if self.schema >= 4 {
+                "app, name, metadata, token_id::VARCHAR, token_digest, payload_format"
+            } else {
+                "NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::BLOB, NULL::VARCHAR"
+            }
+        ))?;
         let rows = stmt.query_map([], |r| {
             let id: String = r.get(4)?;
             let hash: Vec<u8> = r.get(12)?;
@@ -501,6 +475,14 @@ impl Store for DuckStore {
                 previous_until_us: r.get(10)?,
                 reason: r.get(11)?,
                 hash: hash.try_into().unwrap_or([0; 32]),
+                app: r.get(13)?,
+                name: r.get(14)?,
+                metadata: r.get(15)?,
+                token_id: r
+                    .get::<_, Option<String>>(16)?
+                    .and_then(|t| Uuid::parse_str(&t).ok()),
+                token_digest: r.get(17)?,
+                payload_format: r.get(18)?,
             })
         })?;
         Ok(rows.collect::<duckdb::Result<_>>()?)
@@ -545,31 +527,7 @@ impl Store for DuckStore {
     }
 
     fn events(&self, ids: &[EventId]) -> Result<Vec<StoredEvent>> {
-        // Each id is looked up in the key of each bucket that may hold it: the writer's filters
-        // name them; a reader asks every bucket.
-        let all: Vec<u32> = match &self.buckets {
-            Some(_) => Vec::new(),
-            None => (0..self.event_tables()?.len() as u32).collect(),
-        };
-        let mut out = Vec::new();
-        for id in ids {
-            let candidates = match &self.buckets {
-                Some(b) => b.candidates(id.0),
-                None => all.clone(),
-            };
-            for bucket in candidates {
-                let sql = format!(
-                    "SELECT {EVENT_COLUMNS} FROM {} WHERE event_id = ?",
-                    buckets::table(bucket)
-                );
-                let mut stmt = self.conn.prepare_cached(&sql)?;
-                let found = stmt.query_map(params![id.0], read_event)?;
-                for e in found {
-                    out.push(e?);
-                }
-            }
-        }
-        Ok(out)
+        self.events_by_id(ids)
     }
 
     fn enqueued_webhooks(&self, event_id: EventId) -> Result<Vec<crate::ids::WebhookId>> {
@@ -624,40 +582,11 @@ impl Store for DuckStore {
     }
 
     fn scan_events(&self, f: &mut dyn FnMut(StoredEvent) -> Result<()>) -> Result<()> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM {} ORDER BY seq",
-            self.events_view()
-        );
-        let mut stmt = self.conn.prepare(&sql)?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            f(read_event(row)?)?;
-        }
-        Ok(())
+        self.scan_all_events(f)
     }
 
     fn last_event(&self) -> Result<Option<(u64, Hash)>> {
-        // The newest events are in the open bucket (a bucket opens with its first events).
-        let open = match &self.buckets {
-            Some(b) => b.open_table(),
-            None => self
-                .event_tables()?
-                .pop()
-                .unwrap_or_else(|| "events".into()),
-        };
-        let sql = format!("SELECT seq, hash FROM {open} ORDER BY seq DESC LIMIT 1");
-        let mut stmt = self.conn.prepare(&sql)?;
-        let mut rows = stmt.query([])?;
-        Ok(match rows.next()? {
-            Some(r) => {
-                let hash: Vec<u8> = r.get(1)?;
-                Some((
-                    r.get::<_, i64>(0)? as u64,
-                    hash.try_into().unwrap_or([0; 32]),
-                ))
-            }
-            None => None,
-        })
+        self.last_stored_event()
     }
 
     fn first_duplicate_enqueue(&self) -> Result<Option<u64>> {

@@ -37,9 +37,14 @@ pub(super) fn deliveries(
                     epoch_us(max(recorded_at)) AS updated_at_us \
              FROM webhook_deliveries \
              WHERE (? IS NULL OR webhook_id = ?::UUID) AND (? IS NULL OR event_id = ?::UUID) \
+               AND {apps} \
              GROUP BY webhook_id, event_id HAVING min(seq) > ?)) \
          WHERE (? IS NULL OR state = ?) \
-         ORDER BY first_seq LIMIT ?"
+         ORDER BY first_seq LIMIT ?",
+        apps = filter
+            .webhooks
+            .as_deref()
+            .map_or_else(|| "TRUE".to_owned(), webhooks_in)
     );
     let webhook = filter.webhook.map(|w| w.0.to_string());
     let event = filter.event.map(|e| e.0.to_string());
@@ -120,4 +125,36 @@ fn micros(us: i64) -> Result<Timestamp> {
 
 fn corrupt(what: String) -> LedgerError {
     LedgerError::Invalid(format!("stored delivery summary has a bad {what}"))
+}
+
+/// `webhook_id IN (...)` for these webhooks (`FALSE` for none); UUIDs format as hex and
+/// hyphens only, so the list is safe to inline.
+pub(super) fn webhooks_in(webhooks: &[WebhookId]) -> String {
+    if webhooks.is_empty() {
+        return "FALSE".to_owned();
+    }
+    let list: Vec<String> = webhooks.iter().map(|w| format!("'{}'", w.0)).collect();
+    format!("webhook_id IN ({})", list.join(", "))
+}
+
+/// How many deliveries of `webhooks` were delivered, dead and parked after record `upto_seq`
+/// (each delivery's last record at or before it): the finished part of an app's counts, which
+/// the projection keeps only for all apps together.
+pub(super) fn finished_counts(
+    conn: &Connection,
+    webhooks: &[WebhookId],
+    upto_seq: u64,
+) -> Result<(u64, u64, u64)> {
+    let sql = format!(
+        "SELECT count(*) FILTER (WHERE k = 'delivered'), count(*) FILTER (WHERE k = 'dead_parked'), \
+                count(*) FILTER (WHERE k = 'parked') \
+         FROM (SELECT arg_max(kind, seq) AS k FROM webhook_deliveries \
+               WHERE seq <= ? AND {} GROUP BY webhook_id, event_id)",
+        webhooks_in(webhooks)
+    );
+    let (a, b, c): (i64, i64, i64) =
+        conn.query_row(&sql, params![upto_seq.min(i64::MAX as u64) as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    Ok((a as u64, b as u64, c as u64))
 }

@@ -1,28 +1,74 @@
-//! The webhook registry, event-sourced like the ledger: an append-only `webhook_changes` log
-//! (created, updated, deactivated, secret_rotated) and the map of webhooks folded from it.
+//! The registry, event-sourced like the ledger: an append-only `webhook_changes` log and the
+//! apps, webhooks and scoped tokens folded from it.
+//!
+//! - **Apps** own webhooks; an event is published to one app and fans out to that app's
+//!   matching webhooks only, found through the per-app index (a publish never looks at another
+//!   app's webhooks). Every webhook of a database written before apps belongs to the `default`
+//!   app, which always exists and cannot be deleted. An app with active webhooks cannot be
+//!   deleted (remove its webhooks first, which parks their deliveries); a deleted app's uid is
+//!   never reused (event ids are derived from it, see [`crate::ids::ProducerId::key`]) and its
+//!   tokens stop working.
+//! - **Tokens** scoped to one app are stored as SHA-256 digests only ([`apps`]).
+//! - Changes: webhook `created`, `updated`, `deactivated`, `secret_rotated`; `app_created`,
+//!   `app_updated`, `app_deleted`; `token_issued`, `token_revoked`.
 //!
 //! Each change row carries its own SHA-256 link to the previous change (the registry changes
 //! rarely, so a per-row hash costs nothing that matters), so "who changed this URL, and when" is
-//! an audit query that cannot be quietly edited.
+//! an audit query that cannot be quietly edited ([`row`]).
 //!
 //! Secrets are stored in the change rows (the sender needs them after a restart) and leave this
 //! module only as [`Secret`], whose `Debug` and `Display` print `whsec_***`.
+//!
+//! A projection checkpoint stores the webhooks only; apps, tokens and the webhook-to-app index
+//! are folded from the change log at every open (so [`Registry`]'s equality compares the
+//! checkpointed part).
 
-use std::collections::BTreeMap;
+pub mod apps;
+mod row;
 
-use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::delivery::signing::Secret;
 use crate::error::LedgerError;
-use crate::ids::WebhookId;
+use crate::ids::{AppUid, WebhookId};
 use crate::ledger::chain::Hash;
 use crate::ledger::record::Timestamp;
-use crate::ledger::stored::{put_opt, put_str};
+pub use apps::{App, Token};
+pub use row::{genesis, StoredChange};
 
 /// How long the previous secret keeps signing after a rotation, by default.
 pub const ROTATION_OVERLAP_HOURS: i64 = 24;
+
+/// What a webhook's POST body is: the Standard Webhooks envelope
+/// `{"type", "timestamp", "data"}` (the default) or the bare payload.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    #[default]
+    Standard,
+    Raw,
+}
+
+impl PayloadFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadFormat::Standard => "standard",
+            PayloadFormat::Raw => "raw",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "standard" => Some(PayloadFormat::Standard),
+            "raw" => Some(PayloadFormat::Raw),
+            _ => None,
+        }
+    }
+}
 
 /// A change to the registry, before the writer gives it a seq and a time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +78,8 @@ pub enum Change {
         event_types: Vec<String>,
         description: Option<String>,
         secret: Secret,
+        app: AppUid,
+        payload_format: PayloadFormat,
     },
     /// Only the fields that are `Some` change.
     Updated {
@@ -39,6 +87,7 @@ pub enum Change {
         event_types: Option<Vec<String>>,
         description: Option<String>,
         active: Option<bool>,
+        payload_format: Option<PayloadFormat>,
     },
     Deactivated {
         reason: String,
@@ -47,6 +96,30 @@ pub enum Change {
         secret: Secret,
         /// Until when the previous secret still signs alongside the new one.
         previous_until: Timestamp,
+    },
+    AppCreated {
+        app: AppUid,
+        name: String,
+        /// A JSON object, as compact text.
+        metadata: String,
+    },
+    /// Only the fields that are `Some` change.
+    AppUpdated {
+        app: AppUid,
+        name: Option<String>,
+        metadata: Option<String>,
+    },
+    AppDeleted {
+        app: AppUid,
+    },
+    TokenIssued {
+        app: AppUid,
+        token: Uuid,
+        digest: Hash,
+    },
+    TokenRevoked {
+        app: AppUid,
+        token: Uuid,
     },
 }
 
@@ -57,11 +130,47 @@ impl Change {
             Change::Updated { .. } => "updated",
             Change::Deactivated { .. } => "deactivated",
             Change::SecretRotated { .. } => "secret_rotated",
+            Change::AppCreated { .. } => "app_created",
+            Change::AppUpdated { .. } => "app_updated",
+            Change::AppDeleted { .. } => "app_deleted",
+            Change::TokenIssued { .. } => "token_issued",
+            Change::TokenRevoked { .. } => "token_revoked",
         }
+    }
+
+    /// A webhook with these fields and the defaults for the rest (the `default` app, the
+    /// standard payload).
+    pub fn created(
+        url: impl Into<String>,
+        event_types: Vec<String>,
+        description: Option<String>,
+        secret: Secret,
+    ) -> Self {
+        Change::Created {
+            url: url.into(),
+            event_types,
+            description,
+            secret,
+            app: AppUid::default_app(),
+            payload_format: PayloadFormat::Standard,
+        }
+    }
+
+    /// Whether the change is about an app or a token (its record's `webhook_id` is nil).
+    pub fn is_app_change(&self) -> bool {
+        matches!(
+            self,
+            Change::AppCreated { .. }
+                | Change::AppUpdated { .. }
+                | Change::AppDeleted { .. }
+                | Change::TokenIssued { .. }
+                | Change::TokenRevoked { .. }
+        )
     }
 }
 
-/// An appended registry change.
+/// An appended registry change. `webhook_id` is the webhook it is about (nil for app and token
+/// changes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChangeRecord {
     pub seq: u64,
@@ -77,7 +186,8 @@ pub struct SigningKey {
     pub until: Option<Timestamp>,
 }
 
-/// A webhook as folded from its changes.
+/// A webhook as folded from its changes (its app and payload format are in the registry's
+/// index: [`Registry::app_of`], [`Registry::format_of`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Webhook {
     pub id: WebhookId,
@@ -114,12 +224,33 @@ impl Webhook {
     }
 }
 
+/// Where a webhook belongs and what it receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Placement {
+    app: AppUid,
+    format: PayloadFormat,
+}
+
 /// The registry folded from `webhook_changes`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Registry {
     webhooks: BTreeMap<WebhookId, Webhook>,
     last_seq: u64,
+    /// Every webhook's app and payload format (a webhook missing here is the default app's).
+    placement: HashMap<WebhookId, Placement>,
+    /// Each app's webhooks: what a publish to the app looks at.
+    by_app: HashMap<AppUid, BTreeSet<WebhookId>>,
+    apps: apps::Apps,
 }
+
+/// The checkpointed part: the webhooks and the last change seq.
+impl PartialEq for Registry {
+    fn eq(&self, other: &Self) -> bool {
+        self.webhooks == other.webhooks && self.last_seq == other.last_seq
+    }
+}
+
+impl Eq for Registry {}
 
 impl Registry {
     pub fn new() -> Self {
@@ -130,33 +261,96 @@ impl Registry {
         self.last_seq
     }
 
-    /// A registry as a checkpoint stored it: these webhooks after change `last_seq`.
+    /// The registry folded from every stored change row.
+    pub fn fold_all(rows: Vec<StoredChange>) -> Result<Self, LedgerError> {
+        let mut r = Self::new();
+        for row in rows {
+            r.apply(&row.into_change()?)?;
+        }
+        Ok(r)
+    }
+
+    /// A registry as a checkpoint stored it: these webhooks after change `last_seq` (all in
+    /// the default app; the ledger folds the full registry from the log).
     pub(crate) fn from_parts(webhooks: Vec<Webhook>, last_seq: u64) -> Self {
-        Self {
+        let mut r = Self {
             webhooks: webhooks.into_iter().map(|w| (w.id, w)).collect(),
             last_seq,
-        }
+            ..Self::default()
+        };
+        let ids: BTreeSet<WebhookId> = r.webhooks.keys().copied().collect();
+        r.by_app.insert(AppUid::default_app(), ids);
+        r
     }
 
     pub fn get(&self, id: &WebhookId) -> Option<&Webhook> {
         self.webhooks.get(id)
     }
 
+    /// `id`, if it belongs to `app` (`None`: any app).
+    pub fn get_in(&self, id: &WebhookId, app: Option<&AppUid>) -> Option<&Webhook> {
+        self.get(id)
+            .filter(|_| app.is_none_or(|a| self.app_of(id) == a))
+    }
+
     pub fn all(&self) -> impl Iterator<Item = &Webhook> {
         self.webhooks.values()
     }
 
-    /// Active webhooks whose filter matches `event_type`, in id order.
-    pub fn matching<'a>(&'a self, event_type: &'a str) -> impl Iterator<Item = &'a Webhook> {
-        self.webhooks
-            .values()
+    /// The webhooks of `app`, in id order.
+    pub fn of_app<'a>(&'a self, app: &AppUid) -> impl Iterator<Item = &'a Webhook> + 'a {
+        self.by_app
+            .get(app)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.webhooks.get(id))
+    }
+
+    /// The app `id` belongs to.
+    pub fn app_of(&self, id: &WebhookId) -> &AppUid {
+        static DEFAULT: std::sync::OnceLock<AppUid> = std::sync::OnceLock::new();
+        self.placement
+            .get(id)
+            .map(|p| &p.app)
+            .unwrap_or_else(|| DEFAULT.get_or_init(AppUid::default_app))
+    }
+
+    /// The payload format `id` receives.
+    pub fn format_of(&self, id: &WebhookId) -> PayloadFormat {
+        self.placement.get(id).map(|p| p.format).unwrap_or_default()
+    }
+
+    /// Active webhooks of `app` whose filter matches `event_type`, in id order: only that
+    /// app's webhooks are looked at.
+    pub fn matching<'a>(
+        &'a self,
+        app: &AppUid,
+        event_type: &'a str,
+    ) -> impl Iterator<Item = &'a Webhook> + 'a {
+        self.of_app(app)
             .filter(move |w| w.active && w.matches(event_type))
+    }
+
+    /// The apps, tokens and their checks.
+    pub fn apps(&self) -> &apps::Apps {
+        &self.apps
     }
 
     /// Checks a change against the current registry without applying it.
     pub fn check(&self, webhook_id: WebhookId, change: &Change) -> Result<(), String> {
+        if change.is_app_change() {
+            return self
+                .apps
+                .check(change, |app| self.of_app(app).any(|w| w.active));
+        }
         match (self.webhooks.get(&webhook_id), change) {
-            (None, Change::Created { .. }) => Ok(()),
+            (None, Change::Created { app, .. }) => {
+                if self.apps.live(app).is_some() {
+                    Ok(())
+                } else {
+                    Err(format!("no app {app}"))
+                }
+            }
             (Some(_), Change::Created { .. }) => Err(format!("webhook {webhook_id} exists")),
             (None, _) => Err(format!("no webhook {webhook_id}")),
             (Some(_), _) => Ok(()),
@@ -173,7 +367,11 @@ impl Registry {
             return Err(invalid(format!("expected seq {}", self.last_seq + 1)));
         }
         self.check(rec.webhook_id, &rec.change).map_err(invalid)?;
-        self.fold(rec);
+        if rec.change.is_app_change() {
+            self.apps.fold(&rec.change, rec.recorded_at);
+        } else {
+            self.fold(rec);
+        }
         self.last_seq = rec.seq;
         Ok(())
     }
@@ -185,6 +383,8 @@ impl Registry {
             event_types,
             description,
             secret,
+            app,
+            payload_format,
         } = &rec.change
         {
             let webhook = Webhook {
@@ -201,6 +401,17 @@ impl Registry {
                 }],
             };
             self.webhooks.insert(rec.webhook_id, webhook);
+            self.placement.insert(
+                rec.webhook_id,
+                Placement {
+                    app: app.clone(),
+                    format: *payload_format,
+                },
+            );
+            self.by_app
+                .entry(app.clone())
+                .or_default()
+                .insert(rec.webhook_id);
             return;
         }
         let Some(w) = self.webhooks.get_mut(&rec.webhook_id) else {
@@ -208,17 +419,22 @@ impl Registry {
         };
         w.updated_at = at;
         match &rec.change {
-            Change::Created { .. } => {}
             Change::Updated {
                 url,
                 event_types,
                 description,
                 active,
+                payload_format,
             } => {
                 w.url = url.clone().unwrap_or_else(|| w.url.clone());
                 w.event_types = event_types.clone().unwrap_or_else(|| w.event_types.clone());
                 w.description = description.clone().or_else(|| w.description.clone());
                 w.active = active.unwrap_or(w.active);
+                if let (Some(f), Some(p)) =
+                    (payload_format, self.placement.get_mut(&rec.webhook_id))
+                {
+                    p.format = *f;
+                }
             }
             Change::Deactivated { .. } => w.active = false,
             Change::SecretRotated {
@@ -237,168 +453,14 @@ impl Registry {
                     });
                 }
             }
+            _ => {}
         }
     }
 }
 
-/// One row of `webhook_changes`, column for column.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredChange {
-    pub seq: u64,
-    pub recorded_at_us: i64,
-    pub format_version: u8,
-    pub kind: String,
-    pub webhook_id: Uuid,
-    pub url: Option<String>,
-    /// Comma-joined (event types cannot contain commas).
-    pub event_types: Option<String>,
-    pub description: Option<String>,
-    pub active: Option<bool>,
-    pub secret: Option<String>,
-    pub previous_until_us: Option<i64>,
-    pub reason: Option<String>,
-    pub hash: Hash,
-}
-
-impl StoredChange {
-    /// The row for `rec`, chained to `prev`.
-    pub fn from_change(rec: &ChangeRecord, prev: &Hash) -> Self {
-        let mut row = StoredChange {
-            seq: rec.seq,
-            recorded_at_us: rec.recorded_at.timestamp_micros(),
-            format_version: 1,
-            kind: rec.change.kind().to_owned(),
-            webhook_id: rec.webhook_id.0,
-            url: None,
-            event_types: None,
-            description: None,
-            active: None,
-            secret: None,
-            previous_until_us: None,
-            reason: None,
-            hash: [0; 32],
-        };
-        match &rec.change {
-            Change::Created {
-                url,
-                event_types,
-                description,
-                secret,
-            } => {
-                row.url = Some(url.clone());
-                row.event_types = Some(event_types.join(","));
-                row.description = description.clone();
-                row.active = Some(true);
-                row.secret = Some(secret.expose());
-            }
-            Change::Updated {
-                url,
-                event_types,
-                description,
-                active,
-            } => {
-                row.url = url.clone();
-                row.event_types = event_types.as_ref().map(|t| t.join(","));
-                row.description = description.clone();
-                row.active = *active;
-            }
-            Change::Deactivated { reason } => {
-                row.active = Some(false);
-                row.reason = Some(reason.clone());
-            }
-            Change::SecretRotated {
-                secret,
-                previous_until,
-            } => {
-                row.secret = Some(secret.expose());
-                row.previous_until_us = Some(previous_until.timestamp_micros());
-            }
-        }
-        row.hash = row.link(prev);
-        row
-    }
-
-    /// This row's chain hash given the previous row's.
-    pub fn link(&self, prev: &Hash) -> Hash {
-        let mut buf = Vec::with_capacity(256);
-        buf.push(self.format_version);
-        buf.extend_from_slice(&self.seq.to_be_bytes());
-        buf.extend_from_slice(&self.recorded_at_us.to_be_bytes());
-        put_str(&mut buf, &self.kind);
-        buf.extend_from_slice(self.webhook_id.as_bytes());
-        put_opt(&mut buf, self.url.as_deref(), put_str);
-        put_opt(&mut buf, self.event_types.as_deref(), put_str);
-        put_opt(&mut buf, self.description.as_deref(), put_str);
-        put_opt(&mut buf, self.active, |o, v| o.push(u8::from(v)));
-        put_opt(&mut buf, self.secret.as_deref(), put_str);
-        put_opt(&mut buf, self.previous_until_us, |o, v| {
-            o.extend_from_slice(&v.to_be_bytes())
-        });
-        put_opt(&mut buf, self.reason.as_deref(), put_str);
-        let mut h = Sha256::new();
-        h.update(b"hookledger/change/v1");
-        h.update(prev);
-        h.update(&buf);
-        h.finalize().into()
-    }
-
-    /// Reads the row back into a change.
-    pub fn into_change(self) -> Result<ChangeRecord, LedgerError> {
-        let seq = self.seq;
-        let bad = |what: &str| LedgerError::InvalidChange {
-            seq,
-            reason: what.to_owned(),
-        };
-        let ts = |us: Option<i64>| us.and_then(chrono::DateTime::from_timestamp_micros);
-        let secret = || {
-            self.secret
-                .as_deref()
-                .and_then(|s| Secret::parse(s).ok())
-                .ok_or_else(|| bad("missing or invalid secret"))
-        };
-        let types = |s: Option<&String>| {
-            s.map(|s| {
-                s.split(',')
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-        };
-        let change = match self.kind.as_str() {
-            "created" => Change::Created {
-                url: self.url.clone().ok_or_else(|| bad("missing url"))?,
-                event_types: types(self.event_types.as_ref()).unwrap_or_default(),
-                description: self.description.clone(),
-                secret: secret()?,
-            },
-            "updated" => Change::Updated {
-                url: self.url.clone(),
-                event_types: types(self.event_types.as_ref()),
-                description: self.description.clone(),
-                active: self.active,
-            },
-            "deactivated" => Change::Deactivated {
-                reason: self.reason.clone().unwrap_or_default(),
-            },
-            "secret_rotated" => Change::SecretRotated {
-                secret: secret()?,
-                previous_until: ts(self.previous_until_us)
-                    .ok_or_else(|| bad("missing previous_until"))?,
-            },
-            other => return Err(bad(&format!("unknown kind {other}"))),
-        };
-        Ok(ChangeRecord {
-            seq,
-            recorded_at: ts(Some(self.recorded_at_us)).ok_or_else(|| bad("bad recorded_at"))?,
-            webhook_id: WebhookId(self.webhook_id),
-            change,
-        })
-    }
-}
-
-/// The value the first registry change chains to.
-pub fn genesis() -> Hash {
-    Sha256::digest(b"hookledger/registry-genesis").into()
+/// SHA-256 of `bytes` (token digests).
+pub fn digest(bytes: &[u8]) -> Hash {
+    Sha256::digest(bytes).into()
 }
 
 #[cfg(test)]
@@ -440,6 +502,8 @@ mod tests {
                 event_types: vec!["order".into(), "invoice.paid".into()],
                 description: Some("shop".into()),
                 secret: Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
+                app: AppUid::default_app(),
+                payload_format: PayloadFormat::Standard,
             },
         }
     }

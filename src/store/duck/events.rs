@@ -1,0 +1,133 @@
+//! The events: appended to the open bucket by the writer, looked up by key in the buckets that
+//! may hold them, scanned in seq order over `events_all`.
+//!
+//! A file of schema 3 or older opened read-only has no app, producer id or format columns:
+//! they read as NULL (the default app, the UUID, sent as stored).
+
+use duckdb::params;
+use uuid::Uuid;
+
+use super::{buckets, ts, DuckStore};
+use crate::error::Result;
+use crate::ids::EventId;
+use crate::ledger::chain::Hash;
+use crate::store::StoredEvent;
+
+impl DuckStore {
+    /// The columns [`read_event`] reads, for this file's schema.
+    fn event_columns(&self) -> &'static str {
+        if self.schema >= 4 {
+            "seq, event_id::VARCHAR, event_type, epoch_us(published_at), body, hash, app, \
+             producer_id, format"
+        } else {
+            "seq, event_id::VARCHAR, event_type, epoch_us(published_at), body, hash, \
+             NULL::VARCHAR, NULL::VARCHAR, NULL::UTINYINT"
+        }
+    }
+
+    pub(super) fn append_events(&self, table: &str, events: &[StoredEvent]) -> duckdb::Result<()> {
+        let mut app = self.conn.appender(table)?;
+        for e in events {
+            app.append_row(params![
+                e.seq as i64,
+                e.event_id.0,
+                e.event_type,
+                ts(e.published_at.timestamp_micros()),
+                e.body,
+                e.hash.to_vec(),
+                e.app,
+                e.producer_id,
+                e.format,
+            ])?;
+        }
+        app.flush()?;
+        Ok(())
+    }
+
+    pub(super) fn events_by_id(&self, ids: &[EventId]) -> Result<Vec<StoredEvent>> {
+        // Each id is looked up in the key of each bucket that may hold it: the writer's filters
+        // name them; a reader asks every bucket.
+        let all: Vec<u32> = match &self.buckets {
+            Some(_) => Vec::new(),
+            None => (0..self.event_tables()?.len() as u32).collect(),
+        };
+        let columns = self.event_columns();
+        let mut out = Vec::new();
+        for id in ids {
+            let candidates = match &self.buckets {
+                Some(b) => b.candidates(id.0),
+                None => all.clone(),
+            };
+            for bucket in candidates {
+                let sql = format!(
+                    "SELECT {columns} FROM {} WHERE event_id = ?",
+                    buckets::table(bucket)
+                );
+                let mut stmt = self.conn.prepare_cached(&sql)?;
+                let found = stmt.query_map(params![id.0], read_event)?;
+                for e in found {
+                    out.push(e?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn scan_all_events(
+        &self,
+        f: &mut dyn FnMut(StoredEvent) -> Result<()>,
+    ) -> Result<()> {
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY seq",
+            self.event_columns(),
+            self.events_view()
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            f(read_event(row)?)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn last_stored_event(&self) -> Result<Option<(u64, Hash)>> {
+        // The newest events are in the open bucket (a bucket opens with its first events).
+        let open = match &self.buckets {
+            Some(b) => b.open_table(),
+            None => self
+                .event_tables()?
+                .pop()
+                .unwrap_or_else(|| "events".into()),
+        };
+        let sql = format!("SELECT seq, hash FROM {open} ORDER BY seq DESC LIMIT 1");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut rows = stmt.query([])?;
+        Ok(match rows.next()? {
+            Some(r) => {
+                let hash: Vec<u8> = r.get(1)?;
+                Some((
+                    r.get::<_, i64>(0)? as u64,
+                    hash.try_into().unwrap_or([0; 32]),
+                ))
+            }
+            None => None,
+        })
+    }
+}
+
+fn read_event(r: &duckdb::Row<'_>) -> duckdb::Result<StoredEvent> {
+    let id: String = r.get(1)?;
+    let us: i64 = r.get(3)?;
+    let hash: Vec<u8> = r.get(5)?;
+    Ok(StoredEvent {
+        seq: r.get::<_, i64>(0)? as u64,
+        event_id: EventId(Uuid::parse_str(&id).unwrap_or_default()),
+        event_type: r.get(2)?,
+        published_at: chrono::DateTime::from_timestamp_micros(us).unwrap_or_default(),
+        body: r.get(4)?,
+        hash: hash.try_into().unwrap_or([0; 32]),
+        app: r.get(6)?,
+        producer_id: r.get(7)?,
+        format: r.get(8)?,
+    })
+}
