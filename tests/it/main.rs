@@ -15,6 +15,7 @@ mod faults;
 mod head;
 mod hostile;
 mod ledger_props;
+mod openapi;
 mod scenarios;
 mod secrets;
 mod sender;

@@ -1,0 +1,93 @@
+//! `POST /v1/events`: publish an event. It is durable, with a delivery per matching webhook,
+//! before the answer; a repeat with the same body answers the first result.
+
+use aide::axum::routing::post_with;
+use aide::axum::ApiRouter;
+use axum::extract::State;
+use axum::http::StatusCode;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::webhooks::{valid_event_type, EVENT_TYPE_PATTERN};
+use super::{parse_id, ApiResult, Refusals};
+use crate::api::error::ApiError;
+use crate::api::extract::Json;
+use crate::api::openapi::SortedJson;
+use crate::api::AppState;
+use crate::delivery::engine::Publish;
+use crate::ids::{EventId, WebhookId};
+
+pub fn routes() -> ApiRouter<AppState> {
+    ApiRouter::new().api_route(
+        "/events",
+        post_with(publish, |op| {
+            op.summary("Publish an event")
+                .description(
+                    "202 once durable; a repeat with the same body 200 with the first answer, \
+                     with another body 409; over the payload limit 413.",
+                )
+                .response_with::<202, SortedJson<PublishAnswer>, _>(|r| {
+                    r.description("Published: the deliveries are enqueued.")
+                })
+                .response_with::<200, SortedJson<PublishAnswer>, _>(|r| {
+                    r.description("Published before with the same body: the first answer.")
+                })
+                .refuses(&[409, 422])
+        }),
+    )
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewEvent {
+    /// The publisher's idempotency key (a UUID); generated when absent.
+    #[schemars(with = "Option<uuid::Uuid>")]
+    event_id: Option<String>,
+    /// A dotted name of `[a-zA-Z0-9_-]` parts.
+    #[schemars(regex(pattern = EVENT_TYPE_PATTERN), length(max = 200))]
+    event_type: String,
+    /// Any JSON: the body every attempt sends.
+    payload: Value,
+}
+
+/// The event and the webhooks that got a delivery.
+#[derive(Serialize, JsonSchema)]
+pub struct PublishAnswer {
+    event_id: EventId,
+    deliveries: Vec<WebhookId>,
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    Json(req): Json<NewEvent>,
+) -> ApiResult<(StatusCode, SortedJson<PublishAnswer>)> {
+    if !valid_event_type(&req.event_type) {
+        return Err(ApiError::invalid(
+            "event_type",
+            "must be a dotted name of [a-zA-Z0-9_-] parts",
+        ));
+    }
+    let event_id = match &req.event_id {
+        Some(s) => EventId(parse_id("event_id", s)?),
+        None => EventId::new(),
+    };
+    let published = state
+        .engine
+        .publish(Publish {
+            event_id,
+            event_type: req.event_type,
+            payload: req.payload,
+        })
+        .await?;
+    let status = if published.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let answer = PublishAnswer {
+        event_id: published.event_id,
+        deliveries: published.deliveries,
+    };
+    Ok((status, SortedJson(answer)))
+}
