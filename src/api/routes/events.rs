@@ -9,7 +9,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::webhooks::{valid_event_type, EVENT_TYPE_PATTERN};
 use super::{parse_id, ApiResult, Refusals};
 use crate::api::error::ApiError;
 use crate::api::extract::Json;
@@ -90,4 +89,50 @@ async fn publish(
         deliveries: published.deliveries,
     };
     Ok((status, SortedJson(answer)))
+}
+
+/// An event-type filter: dotted names of `[a-zA-Z0-9_-]` parts, up to 200 characters.
+pub(super) fn event_types_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {
+            "type": "string",
+            "pattern": EVENT_TYPE_PATTERN,
+            "maxLength": 200,
+        },
+    })
+}
+
+/// [`event_types_schema`] or null (a PATCH that leaves the filter as it is).
+pub(super) fn optional_event_types_schema(
+    generator: &mut schemars::SchemaGenerator,
+) -> schemars::Schema {
+    let mut schema = event_types_schema(generator);
+    schema.insert("type".into(), serde_json::json!(["array", "null"]));
+    schema
+}
+
+/// What [`valid_event_type`] accepts, for the document.
+pub const EVENT_TYPE_PATTERN: &str = "^[a-zA-Z0-9_-]+(\\.[a-zA-Z0-9_-]+)*$";
+
+/// An event type is a dotted name of `[a-zA-Z0-9_-]` parts.
+pub fn valid_event_type(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 200
+        && t.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
+pub(super) fn check_event_types(types: &[String]) -> ApiResult<()> {
+    match types.iter().find(|t| !valid_event_type(t)) {
+        Some(bad) => Err(ApiError::invalid(
+            "event_types",
+            format!("`{bad}` is not a dotted name of [a-zA-Z0-9_-] parts"),
+        )),
+        None => Ok(()),
+    }
 }

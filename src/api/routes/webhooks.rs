@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::events::{check_event_types, event_types_schema, optional_event_types_schema};
 use super::{parse_id, timestamp, ApiResult, Refusals};
 use crate::api::error::ApiError;
 use crate::api::extract::{Json, Path};
@@ -60,7 +61,8 @@ pub fn routes() -> ApiRouter<AppState> {
             "/webhooks/{id}/recover",
             post_with(recover, |op| {
                 op.summary("Requeue its dead and parked deliveries that finished in a window")
-                    .refuses(&[404, 422])
+                    .description("409 when one of them changed state meanwhile; retry.")
+                    .refuses(&[404, 409, 422])
             }),
         )
         .api_route(
@@ -80,21 +82,6 @@ pub struct WebhookPath {
     id: String,
 }
 
-/// An event-type filter: dotted names of `[a-zA-Z0-9_-]` parts, up to 200 characters.
-fn event_types_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "array",
-        "items": {
-            "type": "string",
-            "pattern": EVENT_TYPE_PATTERN,
-            "maxLength": 200,
-        },
-    })
-}
-
-/// What [`valid_event_type`] accepts, for the document.
-pub const EVENT_TYPE_PATTERN: &str = "^[a-zA-Z0-9_-]+(\\.[a-zA-Z0-9_-]+)*$";
-
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
@@ -110,18 +97,6 @@ pub struct NewWebhook {
     secret: Option<String>,
 }
 
-/// An event type is a dotted name of `[a-zA-Z0-9_-]` parts.
-pub fn valid_event_type(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 200
-        && t.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        })
-}
-
 /// A webhook URL: http(s) with a host, not internal unless allowlisted, whether written as
 /// an address or a name that resolves to one now.
 async fn check_url(state: &AppState, url: &str) -> ApiResult<()> {
@@ -134,18 +109,9 @@ async fn check_url(state: &AppState, url: &str) -> ApiResult<()> {
         .map_err(|e| ApiError::invalid("url", e.to_string()))
 }
 
-fn check_event_types(types: &[String]) -> ApiResult<()> {
-    match types.iter().find(|t| !valid_event_type(t)) {
-        Some(bad) => Err(ApiError::invalid(
-            "event_types",
-            format!("`{bad}` is not a dotted name of [a-zA-Z0-9_-] parts"),
-        )),
-        None => Ok(()),
-    }
-}
-
 /// A webhook as the API shows it: never its secret.
 #[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Webhook")]
 pub struct WebhookView {
     id: WebhookId,
     url: String,
@@ -282,7 +248,9 @@ async fn delete_webhook(
 pub struct WebhookPatch {
     #[schemars(url)]
     url: Option<String>,
-    #[schemars(schema_with = "event_types_schema")]
+    // `default` (what serde does for a missing Option anyway) tells schemars it is optional.
+    #[serde(default)]
+    #[schemars(schema_with = "optional_event_types_schema")]
     event_types: Option<Vec<String>>,
     description: Option<String>,
     active: Option<bool>,
