@@ -4,10 +4,12 @@
 //! `{"error": {"code", "message", "field"}}` (see [`error`]), unknown routes and methods
 //! included. Nothing is written for a refused request.
 
+mod drain;
 pub mod error;
 mod extract;
 mod head;
 mod routes;
+pub mod server;
 mod whatif;
 
 use std::sync::Arc;
