@@ -10,11 +10,12 @@
 //! Why drain: hyper reads an unread body once more after the handler drops it, then gives up
 //! and closes the connection after the answer. Unread bytes in the socket turn the close into a
 //! reset, and a client still writing its body (as most SDKs do: write all, then read) got a
-//! broken pipe instead of the 4xx. Measured before this module, with a raw client writing the
-//! whole body before reading: 1 MiB bodies lost the answer about one time in thirty, 4 MiB
-//! bodies every time (see tests/it/refusals.rs for the figures after). hyper and axum offer no
-//! drain of their own, so this layer hands the handler a body that gives its unread rest back
-//! when dropped.
+//! broken pipe instead of the 4xx. Measured before this module: the issue saw 1 MiB bodies
+//! lose the answer about one time in thirty and 4 MiB bodies every time; tests/it/refusals.rs
+//! (a raw client writing the whole body before reading, 30 tries at 1 MiB and 8 at 4 MiB for
+//! each of 401, 404, 405, 413, 415, 422, on a loaded machine) read 96 of 228 answers before
+//! and 228 of 228 after. hyper and axum offer no drain of their own, so this layer hands the
+//! handler a body that gives its unread rest back when dropped.
 //!
 //! Why a total deadline, not tower-http's `RequestBodyTimeoutLayer`: that one times the gap
 //! between two frames, so a client trickling one byte just inside the gap keeps a connection

@@ -2,7 +2,9 @@
 //! any case), compared in constant time; `/healthz` and `/metrics` (counts only: no ids, URLs or
 //! secrets) do not. Handlers validate input at the boundary and answer errors as
 //! `{"error": {"code", "message", "field"}}` (see [`error`]), unknown routes and methods
-//! included. Nothing is written for a refused request.
+//! included. Nothing is written for a refused request. [`server`] is the listener that bounds
+//! slow, idle and too many clients; `drain` reads a refused body so that the client reads the
+//! refusal.
 
 mod drain;
 pub mod error;
