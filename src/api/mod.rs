@@ -6,11 +6,16 @@
 //!
 //! The routes live in [`routes`], one file per resource; [`openapi`] generates the OpenAPI 3.1
 //! document from them (aide), so what is served and what is documented have one source.
+//!
+//! [`server`] is the listener that bounds slow, idle and too many clients; `drain` reads a
+//! refused body so that the client reads the refusal.
 
+mod drain;
 pub mod error;
 mod extract;
 pub mod openapi;
 mod routes;
+pub mod server;
 
 use std::sync::Arc;
 
