@@ -21,6 +21,7 @@ mod sender;
 mod serve;
 mod serve_child;
 mod serve_queries;
+mod sql;
 mod storage_failure;
 mod store_conformance;
 mod tamper;
