@@ -24,6 +24,7 @@ mod serve;
 mod serve_child;
 mod serve_queries;
 mod slow_clients;
+mod sql;
 mod storage_failure;
 mod store_conformance;
 mod tamper;
