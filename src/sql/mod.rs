@@ -45,7 +45,7 @@ impl Default for Limits {
 }
 
 /// A query's answer: column names and rows of JSON values.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Answer {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<Value>>,

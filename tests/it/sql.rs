@@ -341,3 +341,110 @@ fn the_command_prints_a_table_csv_and_json() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// The route and `hookledger sql --server` against a live server answer what the same query
+/// answers on the stopped file; a refusal is a 400 naming the query, and the route needs the
+/// token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_and_the_command_answer_as_the_stopped_file_does() {
+    use crate::serve::{call, post_json, receiver, Server, TOKEN};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.duckdb");
+    let server = Server::start(&db);
+    let base = server.base.clone();
+    let (url, got) = receiver().await;
+    let (status, _) = post_json(&format!("{base}/v1/webhooks"), json!({ "url": url })).await;
+    assert_eq!(status, 201);
+    for n in 0..5 {
+        let (status, _) = post_json(
+            &format!("{base}/v1/events"),
+            json!({ "event_type": "order.created", "payload": { "n": n } }),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got.lock().unwrap().len() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let query = "SELECT kind, count(*) AS n FROM delivery_history GROUP BY kind ORDER BY kind";
+    // Poll until the outcomes are committed (the receiver answered before they were).
+    let live = loop {
+        let (status, answer) =
+            post_json(&format!("{base}/v1/sql"), json!({ "query": query })).await;
+        assert_eq!(status, 200, "{answer}");
+        if answer["rows"].as_array().unwrap().len() == 3 {
+            break answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(live["columns"], json!(["kind", "n"]));
+    assert_eq!(live["truncated"], json!(false));
+    let command = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_hookledger"))
+                .args(["sql", query, "--format", "json", "--server", &base])
+                .env("HOOKLEDGER_API_TOKEN", TOKEN)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        command.status.success(),
+        "{}",
+        String::from_utf8_lossy(&command.stderr)
+    );
+    let through_command: serde_json::Value = serde_json::from_slice(&command.stdout).unwrap();
+    assert_eq!(through_command, live);
+
+    let csv = reqwest::Client::new()
+        .post(format!("{base}/v1/sql"))
+        .bearer_auth(TOKEN)
+        .header("accept", "text/csv")
+        .header("content-type", "application/json")
+        .body(json!({ "query": query }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(
+        csv.text().await.unwrap(),
+        "kind,n\nattempted,5\ndelivered,5\nenqueued,5\n"
+    );
+    let (status, refused) = post_json(
+        &format!("{base}/v1/sql"),
+        json!({ "query": "SELECT * FROM settings" }),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(refused["error"]["code"], json!("sql_refused"));
+    assert_eq!(refused["error"]["field"], json!("query"));
+    let (status, _) = call(
+        reqwest::Method::POST,
+        &format!("{base}/v1/sql"),
+        None,
+        Some(json!({ "query": query })),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, bad) = post_json(
+        &format!("{base}/v1/sql"),
+        json!({ "query": query, "limit": 0 }),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(bad["error"]["field"], json!("limit"));
+
+    assert!(server.stop().success());
+    let stopped = hookledger(&["sql", query, "--format", "json"], &db);
+    let on_file: serde_json::Value = serde_json::from_slice(&stopped.stdout).unwrap();
+    assert_eq!(on_file, live);
+}

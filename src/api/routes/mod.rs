@@ -1,6 +1,6 @@
 //! The routes, one file per resource, mirroring the URLs: [`webhooks`] (`/v1/webhooks...`),
 //! [`events`] (`/v1/events`), [`deliveries`] (`/v1/deliveries...`), [`ledger`] (`/v1/state`,
-//! `/v1/ledger`, `/v1/ledger/head`, `/v1/verify`), [`whatif`] (`/v1/whatif`) and [`service`]
+//! `/v1/ledger`, `/v1/ledger/head`, `/v1/verify`), [`whatif`] (`/v1/whatif`), [`sql`] (`/v1/sql`) and [`service`]
 //! (`/healthz`, `/metrics`, `/openapi.json`, no token). Each file's `routes()` returns an aide
 //! [`ApiRouter`] whose paths are relative to where [`super::router`] mounts it.
 //!
@@ -23,6 +23,7 @@ mod deliveries;
 mod events;
 mod ledger;
 pub mod service;
+mod sql;
 mod webhooks;
 mod whatif;
 
@@ -44,6 +45,7 @@ pub fn v1() -> ApiRouter<AppState> {
         .merge(deliveries::routes())
         .merge(ledger::routes())
         .merge(whatif::routes())
+        .merge(sql::routes())
 }
 
 /// A UUID path or query parameter: 422 naming the field when it is not one.
