@@ -48,6 +48,9 @@ pub enum Command {
     BenchOpen(BenchOpenArgs),
     /// Replay the ledger's real failures under another retry schedule (reads only).
     Whatif(WhatifArgs),
+    /// Run one read-only SQL query over the ledger's tables and audit views, on a stopped file
+    /// (`--db`) or through a running server (`--server`).
+    Sql(crate::sql::cli::SqlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -247,6 +250,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Head(args) => show_head(&args),
+        Command::Sql(args) => crate::sql::cli::sql(&args),
         Command::BenchOpen(args) => {
             crate::bench::history::open_child(&args.db.db, !args.no_checkpoints)?;
             Ok(ExitCode::SUCCESS)

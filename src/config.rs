@@ -1,4 +1,5 @@
-//! Delivery settings from `HOOKLEDGER_*` environment variables, validated once at start.
+//! Delivery and HTTP settings from `HOOKLEDGER_*` environment variables, validated once at
+//! start.
 //! `serve` will take the same names as flags. A bad value is an error naming the variable.
 //!
 //! | variable | meaning | default |
@@ -6,6 +7,11 @@
 //! | `HOOKLEDGER_RETRY_SCHEDULE` | delays between attempts, e.g. `5s,5m,30m,2h`; the attempt budget is its length + 1 | `5s,5m,30m,2h,5h,10h,10h` |
 //! | `HOOKLEDGER_EGRESS_ALLOW` | hosts and CIDRs exempt from the internal-address guard | none |
 //! | `HOOKLEDGER_ATTEMPT_TIMEOUT` | total deadline of one attempt (connect + send + read) | `15s` |
+//! | `HOOKLEDGER_HEADER_TIMEOUT` | a request head must be in this long after the server starts waiting for it | `10s` |
+//! | `HOOKLEDGER_BODY_TIMEOUT` | a request body must be in this long after its head | `30s` |
+//! | `HOOKLEDGER_IDLE_TIMEOUT` | a connection on which nothing moved this long is closed; at most the header timeout | `10s` |
+//! | `HOOKLEDGER_MAX_CONNECTIONS` | connections served at once; one more is answered 503 and closed | `1024` |
+//! | `HOOKLEDGER_DRAIN_LIMIT` | bytes of a refused request's body read and discarded so that the client reads the refusal | `8388608` (8 MiB) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +24,11 @@ use crate::delivery::sender::{SenderConfig, DEFAULT_ATTEMPT_TIMEOUT};
 pub const RETRY_SCHEDULE: &str = "HOOKLEDGER_RETRY_SCHEDULE";
 pub const EGRESS_ALLOW: &str = "HOOKLEDGER_EGRESS_ALLOW";
 pub const ATTEMPT_TIMEOUT: &str = "HOOKLEDGER_ATTEMPT_TIMEOUT";
+pub const HEADER_TIMEOUT: &str = "HOOKLEDGER_HEADER_TIMEOUT";
+pub const BODY_TIMEOUT: &str = "HOOKLEDGER_BODY_TIMEOUT";
+pub const IDLE_TIMEOUT: &str = "HOOKLEDGER_IDLE_TIMEOUT";
+pub const MAX_CONNECTIONS: &str = "HOOKLEDGER_MAX_CONNECTIONS";
+pub const DRAIN_LIMIT: &str = "HOOKLEDGER_DRAIN_LIMIT";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {message}")]
@@ -87,9 +98,83 @@ fn parse_timeout(v: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(v.trim())
         .map_err(|e| format!("`{v}` is not a duration like 15s or 500ms ({e})"))?;
     if d.is_zero() {
-        return Err("the attempt timeout must be more than zero".into());
+        return Err("the timeout must be more than zero".into());
     }
     Ok(d)
+}
+
+/// How the HTTP listener bounds its clients (see `api::server` and `api::drain`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// From when the server starts waiting for a request head (after accept, or after the
+    /// previous answer on a keep-alive connection) until the whole head is in.
+    pub header_timeout: Duration,
+    /// From the head until the whole body is in; it also bounds the drain of a refused body.
+    pub body_timeout: Duration,
+    /// A connection on which no byte moved this long is closed (a request in flight finishes).
+    pub idle_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Bytes of an unread request body read and discarded after its answer is ready.
+    pub drain_limit: usize,
+}
+
+/// The most connections `HOOKLEDGER_MAX_CONNECTIONS` may ask for (a semaphore's permits).
+const MAX_MAX_CONNECTIONS: usize = 1 << 20;
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            drain_limit: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `get` (the environment, or a map in tests).
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let error = |var: &'static str| move |message: String| ConfigError { var, message };
+        let timeout = |var: &'static str, default: Duration| match get(var) {
+            Some(v) => parse_timeout(&v).map_err(error(var)),
+            None => Ok(default),
+        };
+        let count = |var: &'static str, default: usize, min: usize, max: usize| match get(var) {
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(error(var)(format!(
+                    "`{v}` is not a whole number from {min} to {max}"
+                ))),
+            },
+            None => Ok(default),
+        };
+        let settings = Self {
+            header_timeout: timeout(HEADER_TIMEOUT, d.header_timeout)?,
+            body_timeout: timeout(BODY_TIMEOUT, d.body_timeout)?,
+            idle_timeout: timeout(IDLE_TIMEOUT, d.idle_timeout)?,
+            max_connections: count(MAX_CONNECTIONS, d.max_connections, 1, MAX_MAX_CONNECTIONS)?,
+            drain_limit: count(DRAIN_LIMIT, d.drain_limit, 0, usize::MAX)?,
+        };
+        if settings.idle_timeout > settings.header_timeout {
+            return Err(error(IDLE_TIMEOUT)(format!(
+                "{} is longer than {HEADER_TIMEOUT} ({}): the header clock starts when a \
+                 connection goes idle, so an idle connection would be closed at the header \
+                 timeout anyway",
+                humantime::format_duration(settings.idle_timeout),
+                humantime::format_duration(settings.header_timeout)
+            )));
+        }
+        Ok(settings)
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +213,59 @@ mod tests {
             s.sender_config().attempt_timeout,
             Duration::from_millis(500)
         );
+    }
+
+    fn http(vars: &[(&str, &str)]) -> Result<HttpSettings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        HttpSettings::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn http_settings_default_and_are_read() {
+        assert_eq!(http(&[]).unwrap(), HttpSettings::default());
+        let s = http(&[
+            (HEADER_TIMEOUT, "300ms"),
+            (BODY_TIMEOUT, "2s"),
+            (IDLE_TIMEOUT, "100ms"),
+            (MAX_CONNECTIONS, "4"),
+            (DRAIN_LIMIT, "0"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s,
+            HttpSettings {
+                header_timeout: Duration::from_millis(300),
+                body_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_millis(100),
+                max_connections: 4,
+                drain_limit: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn a_bad_http_setting_names_its_variable() {
+        for (vars, var) in [
+            (&[(HEADER_TIMEOUT, "soon")][..], HEADER_TIMEOUT),
+            (&[(BODY_TIMEOUT, "0s")][..], BODY_TIMEOUT),
+            (&[(MAX_CONNECTIONS, "0")][..], MAX_CONNECTIONS),
+            (&[(MAX_CONNECTIONS, "many")][..], MAX_CONNECTIONS),
+            (&[(MAX_CONNECTIONS, "2000000")][..], MAX_CONNECTIONS),
+            (&[(DRAIN_LIMIT, "-1")][..], DRAIN_LIMIT),
+            (&[(DRAIN_LIMIT, "8MiB")][..], DRAIN_LIMIT),
+            (&[(IDLE_TIMEOUT, "11s")][..], IDLE_TIMEOUT),
+            (
+                &[(HEADER_TIMEOUT, "1s"), (IDLE_TIMEOUT, "2s")][..],
+                IDLE_TIMEOUT,
+            ),
+        ] {
+            let err = http(vars).unwrap_err();
+            assert_eq!(err.var, var, "{vars:?}: {err}");
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! - [`api`]: the HTTP API; [`metrics`]: its Prometheus figures; [`serve`]: the process that
 //!   runs it with the engine.
 //! - [`cli`]: the `hookledger` command; [`bench`]: its benchmark scenarios.
+//! - [`sql`]: auditors' read-only SQL (guard, limits, rendering) for `POST /v1/sql` and
+//!   `hookledger sql`.
 //! - [`whatif`]: replays the ledger's real failures under a candidate retry policy.
 
 pub mod api;
@@ -34,6 +36,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod registry;
 pub mod serve;
+pub mod sql;
 pub mod store;
 pub mod whatif;
 

@@ -2,7 +2,8 @@
 //!
 //! Start-up folds the log (printing how many records and how long), recovers attempts cut off
 //! by a crash, and starts the re-drive loop. SIGTERM or SIGINT stop taking requests, let
-//! attempts in flight finish and record their outcomes, flush the writer, and exit 0.
+//! attempts in flight finish and record their outcomes, flush the writer, and exit 0. The
+//! listener and the bounds on slow, idle and too many clients are `api::server`'s.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use crate::api::{self, AppState};
 use crate::clock::SystemClock;
-use crate::config::DeliverySettings;
+use crate::config::{DeliverySettings, HttpSettings};
 use crate::delivery::engine::Engine;
 use crate::delivery::sender::Sender;
 use crate::error::{LedgerError, Result};
@@ -34,6 +35,7 @@ fn invalid(e: impl std::fmt::Display) -> LedgerError {
 
 pub async fn serve(options: ServeOptions) -> Result<()> {
     let settings = DeliverySettings::from_env().map_err(invalid)?;
+    let http = HttpSettings::from_env().map_err(invalid)?;
     let clock = Arc::new(SystemClock);
     let db = options.db.clone();
     let ledger_options = crate::ledger::LedgerOptions::from_env()?;
@@ -80,10 +82,13 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         .map_err(|e| invalid(format!("cannot listen on {}: {e}", options.listen)))?;
     let addr = listener.local_addr().map_err(invalid)?;
     println!("listening on http://{addr}");
-    axum::serve(listener, api::router(state, options.max_payload))
-        .with_graceful_shutdown(stopped)
-        .await
-        .map_err(invalid)?;
+    api::server::serve(
+        listener,
+        api::router(state, options.max_payload),
+        http,
+        stopped,
+    )
+    .await;
     let _ = stop.send(true);
     let _ = redrive.await;
     println!("stopped");

@@ -1,13 +1,34 @@
 //! API errors: one JSON shape, `{"error": {"code", "message", "field"}}`, with the status
-//! chosen in one place.
+//! chosen in one place. [`ErrorBody`] is that shape as a type: the response is serialised from
+//! it and the OpenAPI document's error schema is derived from it, so the two cannot differ.
 
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::error::LedgerError;
+
+/// Every refusal's body.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What was refused and why.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorDetail {
+    /// A stable machine-readable code: `bad_json`, `bad_query`, `bad_path`, `invalid`,
+    /// `unauthorized`, `not_found`, `method_not_allowed`, `conflict`, `too_large`,
+    /// `unsupported_media_type`, `storage_unavailable`, `unavailable`.
+    pub code: String,
+    /// For people; not stable.
+    pub message: String,
+    /// The request field at fault (a body field, query or path parameter), when one is.
+    pub field: Option<String>,
+}
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -48,10 +69,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": {
-            "code": self.code, "message": self.message, "field": self.field,
-        }});
-        (self.status, axum::Json(body)).into_response()
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field,
+            },
+        };
+        (self.status, super::openapi::SortedJson(body)).into_response()
     }
 }
 

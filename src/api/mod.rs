@@ -1,21 +1,29 @@
 //! The HTTP API (axum): routes under `/v1` need `Authorization: Bearer <token>` (the scheme in
-//! any case), compared in constant time; `/healthz` and `/metrics` (counts only: no ids, URLs or
-//! secrets) do not. Handlers validate input at the boundary and answer errors as
-//! `{"error": {"code", "message", "field"}}` (see [`error`]), unknown routes and methods
-//! included. Nothing is written for a refused request.
+//! any case), compared in constant time; `/healthz`, `/metrics` (counts only: no ids, URLs or
+//! secrets) and `/openapi.json` do not. Handlers validate input at the boundary and answer
+//! errors as `{"error": {"code", "message", "field"}}` (see [`error`]), unknown routes and
+//! methods included. Nothing is written for a refused request.
+//!
+//! The routes live in [`routes`], one file per resource; [`openapi`] generates the OpenAPI 3.1
+//! document from them (aide), so what is served and what is documented have one source.
+//!
+//! [`server`] is the listener that bounds slow, idle and too many clients; `drain` reads a
+//! refused body so that the client reads the refusal.
 
+mod drain;
 pub mod error;
 mod extract;
-mod head;
+pub mod openapi;
 mod routes;
-mod whatif;
+pub mod server;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use aide::openapi::OpenApi;
+use axum::extract::{DefaultBodyLimit, Extension, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::response::Response;
 use axum::Router;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -38,67 +46,57 @@ pub struct AppState {
 
 /// The whole API.
 pub fn router(state: AppState, max_payload: usize) -> Router {
-    let v1 = Router::new()
-        .route(
-            "/webhooks",
-            post(routes::create_webhook).get(routes::list_webhooks),
-        )
-        .route(
-            "/webhooks/{id}",
-            get(routes::get_webhook)
-                .patch(routes::patch_webhook)
-                .delete(routes::delete_webhook),
-        )
-        .route("/webhooks/{id}/rotate-secret", post(routes::rotate_secret))
-        .route("/webhooks/{id}/recover", post(routes::recover))
-        .route("/webhooks/{id}/test", post(routes::test_webhook))
-        .route("/deliveries", get(routes::list_deliveries))
-        .route(
-            "/deliveries/{webhook_id}/{event_id}/redeliver",
-            post(routes::redeliver),
-        )
-        .route("/events", post(routes::publish))
-        .route("/deliveries/{webhook_id}/{event_id}", get(routes::delivery))
-        .route("/state", get(routes::state))
-        .route("/ledger", get(routes::ledger))
-        .route("/ledger/head", get(head::head))
-        .route("/verify", get(routes::verify))
-        .route("/whatif", post(whatif::whatif))
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/healthz", get(health))
-        .route("/metrics", get(routes::metrics))
-        .nest("/v1", v1)
-        .fallback(no_route)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_payload))
-        .with_state(state)
+    build(state, max_payload).0
 }
 
-/// `ok`, or 503 `storage_unavailable` with the reason while the database cannot be written.
-async fn health(State(state): State<AppState>) -> Response {
-    match state.engine.ledger().shared().storage_error() {
-        None => "ok".into_response(),
-        Some(reason) => {
-            ApiError::from(crate::LedgerError::StorageUnavailable { reason }).into_response()
-        }
-    }
+/// The whole API and its OpenAPI document, built from the same `api_route` calls
+/// ([`routes`]); `GET /openapi.json` serves this document.
+pub fn build(state: AppState, max_payload: usize) -> (Router, OpenApi) {
+    let v1 = routes::v1().layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let mut api = OpenApi::default();
+    let app = routes::service::routes()
+        .nest("/v1", v1)
+        .finish_api_with(&mut api, openapi::finish);
+    let router = app
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(openapi::Document::of(&api)))
+        .layer(DefaultBodyLimit::max(max_payload))
+        .with_state(state);
+    (router, api)
 }
 
 /// Unknown paths get the JSON error too, not axum's empty 404.
-async fn no_route(uri: axum::http::Uri) -> ApiError {
+async fn no_route(uri: Uri) -> ApiError {
     ApiError::not_found(format!("no route {}", uri.path()))
 }
 
-/// A known path with a method it does not have: 405 with the JSON error.
-async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+/// A known path with a method it does not have: 405 with the JSON error. Under `/v1` the
+/// token is checked first (this fallback is set on the routes after the token layer wraps
+/// them), so a caller without a token learns nothing about which methods a route takes.
+async fn method_not_allowed(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiError {
+    if uri.path().starts_with("/v1/") && !authorized(&headers, &state.token) {
+        return ApiError::unauthorized();
+    }
     ApiError {
-        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        status: StatusCode::METHOD_NOT_ALLOWED,
         code: "method_not_allowed",
         message: format!("this route does not take {method}"),
         field: None,
     }
+}
+
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .is_some_and(|presented| same_token(presented, token))
 }
 
 async fn require_token(
@@ -106,14 +104,10 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
-    match presented {
-        Some(token) if same_token(token, &state.token) => Ok(next.run(request).await),
-        _ => Err(ApiError::unauthorized()),
+    if authorized(request.headers(), &state.token) {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::unauthorized())
     }
 }
 

@@ -12,6 +12,9 @@
 //! - the file size;
 //!
 //! and prints the large/small ratio of each (the last size against the first).
+//!
+//! With `HOOKLEDGER_BENCH_KEEP=DIR` each ledger is also copied to `DIR` as it was filled, for
+//! profiling an open or a checkpoint on it afterwards.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -159,6 +162,11 @@ fn ratios(s: &Sized, l: &Sized) -> Vec<Figure> {
 
 fn one(path: &Path, records: u64, progress: &mut dyn FnMut(&str)) -> Result<Sized> {
     let written = fill(path, records, progress)?;
+    if let Some(keep) = std::env::var_os("HOOKLEDGER_BENCH_KEEP") {
+        let to = Path::new(&keep).join(path.file_name().unwrap_or_default());
+        std::fs::copy(path, &to)
+            .map_err(|e| LedgerError::Invalid(format!("cannot keep {}: {e}", to.display())))?;
+    }
     let mut m = Sized {
         records: written,
         ..Sized::default()

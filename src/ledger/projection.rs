@@ -90,7 +90,7 @@ pub fn transition(current: Option<Live>, body: &RecordBody) -> Result<Step, Stri
 }
 
 /// Deliveries that have finished, by terminal state. Counters only: no per-delivery memory.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct TerminalCounts {
     pub delivered: u64,
     pub dead: u64,
@@ -407,7 +407,7 @@ impl<'a> Staging<'a> {
 }
 
 /// Deliveries by state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Counts {
     pub pending: u64,
     pub in_attempt: u64,

@@ -21,7 +21,19 @@ pub fn to_micros(t: Timestamp) -> Timestamp {
 }
 
 /// The seven kinds of ledger record (the `kind` column).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordKind {
     Enqueued,
@@ -68,7 +80,19 @@ impl fmt::Display for RecordKind {
 }
 
 /// Why an attempt failed, as a small closed set that audit queries can group by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
     /// The receiver answered with a non-2xx status (3xx included: redirects are not followed).
@@ -134,7 +158,19 @@ impl fmt::Display for ErrorClass {
 }
 
 /// The terminal states a `requeued` record can lift a delivery out of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Terminal {
     Delivered,
@@ -179,7 +215,7 @@ impl Terminal {
 
 /// What a failed attempt recorded. `next_due_at` is the decision (backoff, jitter and
 /// Retry-After already applied), so the fold copies it and needs no clock or randomness.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Failure {
     pub attempt: u16,
     pub status: Option<u16>,
@@ -192,7 +228,7 @@ pub struct Failure {
 }
 
 /// The fact a record states, by kind.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RecordBody {
     Enqueued {
@@ -262,7 +298,7 @@ impl NewRecord {
 }
 
 /// An appended record, as read back from the ledger.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Record {
     pub seq: u64,
     pub recorded_at: Timestamp,

@@ -18,7 +18,7 @@ use crate::registry::{self, Registry};
 use crate::store::Store;
 
 /// Which log a problem was found in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Log {
     Ledger,
@@ -29,7 +29,7 @@ pub enum Log {
 }
 
 /// The first thing found wrong.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Problem {
     pub log: Log,
     pub seq: u64,
@@ -37,7 +37,7 @@ pub struct Problem {
 }
 
 /// The verdict of a verification.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Verdict {
     pub records: u64,
     pub batches: u64,

@@ -8,7 +8,7 @@ use super::record::{RecordKind, Timestamp};
 use crate::ids::{EventId, WebhookId};
 
 /// The queue as reconstructed at one point of the log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct QueueView {
     /// The last record folded.
     pub as_of_seq: u64,
@@ -20,7 +20,7 @@ pub struct QueueView {
 }
 
 /// One live delivery.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct LiveRow {
     pub webhook_id: WebhookId,
     pub event_id: EventId,
@@ -92,7 +92,7 @@ impl QueueView {
 }
 
 /// Where one delivery stands: live (`pending`, `in_attempt`) or finished.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     Pending,
@@ -140,7 +140,7 @@ impl DeliveryState {
 }
 
 /// One delivery as it stands, summarised from its records (the rows of `GET /v1/deliveries`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DeliverySummary {
     pub webhook_id: WebhookId,
     pub event_id: EventId,

@@ -5,7 +5,9 @@
 //!
 //! Invariant: a store only appends. `commit` writes one batch atomically or not at all, and
 //! refuses a batch with an event id stored before, at any age; nothing here updates or deletes
-//! a ledger, chain or registry row (projection checkpoints are a cache, appended beside them).
+//! a ledger, chain, event or registry row. The one exception is projection checkpoints, a cache
+//! appended beside them: [`Store::delete_checkpoints`] removes old ones when they are thinned
+//! (`crate::ledger::checkpoint::thin`), which loses nothing but the time to fold again.
 //! A backend writes a batch's events last, so that the one constraint a commit can hit (a
 //! repeated event id) fails the batch's last write and the conformance suite's "a failed
 //! commit writes nothing" tests the rollback of everything written before it.
@@ -205,4 +207,8 @@ pub trait Store: Send {
 
     /// The checkpoints stored at `seq`, in the order they were stored.
     fn checkpoints_at(&self, seq: u64) -> Result<Vec<StoredCheckpoint>>;
+
+    /// Deletes every stored checkpoint at one of `seqs` (thinning: checkpoints are a cache, the
+    /// one kind of row a store may delete), in one transaction; how many rows went.
+    fn delete_checkpoints(&mut self, seqs: &[u64]) -> Result<u64>;
 }

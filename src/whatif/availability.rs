@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::ledger::record::ErrorClass;
 
 /// What one attempt saw of its receiver.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "state", content = "error_class", rename_all = "snake_case")]
 pub enum Seen {
     Up,
@@ -28,7 +28,7 @@ impl Seen {
 }
 
 /// Which side of the unknown gaps a simulation takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Bound {
     /// Unknown gaps are up: the most a candidate policy could deliver.

@@ -17,7 +17,9 @@ use crate::ids::{DeliveryKey, EventId, WebhookId};
 use crate::ledger::record::{ErrorClass, Record, RecordBody, Terminal, Timestamp};
 
 /// Where a delivery ended (or stands, at the end of the ledger).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Fate {
     Delivered,
@@ -86,7 +88,7 @@ pub struct Delivery {
 }
 
 /// The window and the webhook a what-if asks about.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Scope {
     /// Deliveries enqueued at or after this instant (all when absent).
     pub since: Option<Timestamp>,

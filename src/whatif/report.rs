@@ -20,7 +20,7 @@ use crate::ledger::record::Timestamp;
 /// At most this many availability runs per webhook are listed (all are counted).
 pub const MAX_RUNS_LISTED: usize = 100;
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Report {
     pub scope: Scope,
     pub policy: PolicyView,
@@ -42,7 +42,7 @@ pub struct Report {
     pub changed: Vec<Changed>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PolicyView {
     pub schedule: String,
     pub budget: u32,
@@ -50,7 +50,7 @@ pub struct PolicyView {
 }
 
 /// One side of the comparison.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Side {
     pub delivered: u64,
     pub dead: u64,
@@ -65,14 +65,14 @@ pub struct Side {
     pub peak_attempts_per_minute: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Latency {
     pub p50: u64,
     pub p99: u64,
     pub max: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct WebhookView {
     pub webhook_id: WebhookId,
     pub deliveries: u64,
@@ -84,7 +84,7 @@ pub struct WebhookView {
     pub peak_attempts_per_minute: Peaks,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RunView {
     pub from: Timestamp,
     pub to: Timestamp,
@@ -93,14 +93,14 @@ pub struct RunView {
     pub observations: u32,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Peaks {
     pub actual: u32,
     pub optimistic: u32,
     pub pessimistic: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Changed {
     pub webhook_id: WebhookId,
     pub event_id: EventId,
@@ -110,7 +110,7 @@ pub struct Changed {
     pub pessimistic: FateAt,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct FateAt {
     pub fate: Fate,
     pub at: Timestamp,

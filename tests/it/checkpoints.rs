@@ -318,3 +318,101 @@ fn a_repeated_event_id_older_than_every_checkpoint_and_bucket_is_recognised() {
     assert!(verdict.ok(), "{verdict}");
     assert_eq!(verdict.events, 41);
 }
+
+/// The stored checkpoint seqs, each once.
+fn stored_seqs(store: &dyn Store) -> Vec<u64> {
+    let mut seqs: Vec<u64> = store
+        .checkpoint_index()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.seq)
+        .collect();
+    seqs.dedup();
+    seqs
+}
+
+/// Thinning many checkpoints leaves exactly the rule's set; the thinned file opens from its
+/// newest checkpoint, answers `state_at` anywhere as a full fold does, and verifies.
+#[test]
+fn thinning_leaves_the_rules_set_and_the_thinned_file_opens_queries_and_verifies() {
+    use hookledger::ledger::checkpoint::thin;
+    let mut t = TestLedger::with_options(&manual());
+    for n in 1..=80 {
+        t.publish(n, &[webhook(1)]).unwrap();
+        if n % 3 == 0 {
+            t.append(key(1, n - 1), attempted(1)).unwrap();
+        }
+        assert!(t.ledger().checkpoint_now().unwrap().is_some());
+        t.advance(1);
+    }
+    let live = t.ledger().state();
+    let mut reader = t.ledger().reader().unwrap();
+    let before = stored_seqs(&reader);
+    assert_eq!(before.len(), 80);
+    // Checkpoints one publish apart: an interval of 1 record.
+    let dropped = thin::thin(&mut reader, 1).unwrap();
+    let after = stored_seqs(&reader);
+    assert_eq!(after, thin::keep(&before, 1), "only the rule's set remains");
+    assert_eq!(after.len() + dropped.len(), before.len());
+    assert!(after.len() < 40, "{} kept of 80", after.len());
+    assert_eq!(after.last(), before.last(), "the newest is kept");
+    assert!(thin::thin(&mut reader, 1).unwrap().is_empty(), "idempotent");
+    for seq in (0..=live.last_seq()).step_by(7) {
+        assert_eq!(
+            t.ledger().state_at_seq(seq).unwrap(),
+            fold_records(&reader, seq).unwrap(),
+            "state_at {seq}"
+        );
+    }
+    drop(reader);
+    t.reopen_with(&manual());
+    assert_eq!(
+        t.ledger().rebuild_stats().start.checkpoint,
+        after.last().copied()
+    );
+    assert_eq!(t.ledger().state(), live);
+    let verdict = t.ledger().verify().unwrap();
+    assert!(verdict.ok(), "{verdict}");
+    assert_eq!(verdict.checkpoints, after.len() as u64);
+}
+
+/// The checkpointer thins after every checkpoint it writes: with one checkpoint per commit,
+/// what is stored at the end is the rule applied after each one, and the file verifies.
+#[test]
+fn the_checkpointer_thins_as_it_writes() {
+    use hookledger::ledger::checkpoint::thin;
+    use std::sync::atomic::Ordering;
+    let every = 3;
+    let options = LedgerOptions {
+        checkpoint_every: Some(every),
+        ..LedgerOptions::default()
+    };
+    let mut t = TestLedger::with_options(&options);
+    let mut expected = Vec::new();
+    for n in 1..=60u128 {
+        t.commit(publish_commit(
+            n,
+            &[webhook(1), webhook(2), webhook(3)],
+            t.now(),
+        ))
+        .unwrap();
+        // One checkpoint per commit of three records: wait for it (it runs beside the writer).
+        let written = &t.ledger().checkpoint_stats().written;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while written.load(Ordering::Acquire) < n as u64 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "checkpoint {n} never came"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        expected.push(n as u64 * 3);
+        expected = thin::keep(&expected, every);
+    }
+    t.close();
+    let store = DuckStore::open(&t.path, OpenMode::ReadOnly).unwrap();
+    assert_eq!(stored_seqs(&store), expected);
+    assert!(expected.len() < 30, "{expected:?}");
+    let verdict = verify(&store, None).unwrap();
+    assert!(verdict.ok(), "{verdict}");
+}

@@ -613,3 +613,38 @@ fn a_schema_2_file_with_history_migrates_forward_and_still_verifies() {
     assert!(verdict.ok(), "{verdict}");
     assert_eq!(verdict.events, 9);
 }
+
+/// Thinning's one delete: every row at the given seqs goes, in one call, and nothing else.
+fn checkpoints_are_deleted_by_seq(store: &mut dyn Store) {
+    use hookledger::store::StoredCheckpoint;
+    let cp = |seq: u64, b: u8| StoredCheckpoint {
+        seq,
+        chain_hash: [b; 32],
+        recorded_at_us: Some(seq as i64 * 1000),
+        format_version: 1,
+        digest: [b; 32],
+        body: vec![b; 4],
+    };
+    assert_eq!(store.delete_checkpoints(&[1, 2]).unwrap(), 0, "none stored");
+    for (seq, b) in [(2, 1), (5, 2), (5, 3), (7, 4), (9, 5)] {
+        store.append_checkpoint(&cp(seq, b)).unwrap();
+    }
+    assert_eq!(store.delete_checkpoints(&[]).unwrap(), 0);
+    assert_eq!(store.delete_checkpoints(&[5, 9, 11]).unwrap(), 3);
+    let left: Vec<u64> = store
+        .checkpoint_index()
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(left, [2, 7]);
+    assert!(store.checkpoints_at(5).unwrap().is_empty());
+    assert_eq!(store.checkpoints_at(7).unwrap(), vec![cp(7, 4)]);
+}
+
+#[test]
+fn duckdb_store_deletes_checkpoints_by_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = DuckStore::open(&dir.path().join("thin.duckdb"), OpenMode::ReadWrite).unwrap();
+    checkpoints_are_deleted_by_seq(&mut store);
+}

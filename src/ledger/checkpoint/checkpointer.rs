@@ -9,6 +9,10 @@
 //! Every state the writer publishes is at a batch boundary, so the copy is too, and the row is
 //! bound to the link ending at its seq. A crash while the row is written leaves no row (the
 //! insert is one transaction); the next open then uses the previous checkpoint.
+//!
+//! After each checkpoint it writes, it thins the stored ones ([`super::thin`]) in one
+//! `DELETE` through the same kind of connection: the writer never waits for it, and a crash
+//! in between leaves at worst a few rows the next thinning removes.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +34,10 @@ pub struct CheckpointStats {
     /// The longest time from copy to stored row, in microseconds.
     pub longest_write_us: AtomicU64,
     pub last_bytes: AtomicU64,
+    /// Checkpoints deleted by thinning.
+    pub thinned: AtomicU64,
+    /// The longest thinning, in microseconds.
+    pub longest_thin_us: AtomicU64,
 }
 
 /// Stores a checkpoint of the live state now; its seq, or `None` for an empty ledger.
@@ -77,6 +85,18 @@ pub(crate) fn write_now(shared: &Shared, stats: &CheckpointStats) -> Result<Opti
     Ok(Some(seq))
 }
 
+/// Thins the stored checkpoints for interval `every` (see [`super::thin`]); how many went.
+pub(crate) fn thin_now(shared: &Shared, stats: &CheckpointStats, every: u64) -> Result<u64> {
+    let started = Instant::now();
+    let mut store = shared.reader_slot().reader()?;
+    let dropped = super::thin::thin(&mut store, every)?.len() as u64;
+    stats.thinned.fetch_add(dropped, Ordering::Relaxed);
+    stats
+        .longest_thin_us
+        .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    Ok(dropped)
+}
+
 /// The running checkpointer thread.
 pub(crate) struct Checkpointer {
     stop: Arc<AtomicBool>,
@@ -84,7 +104,8 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts the thread: a checkpoint whenever the committed seq reaches `last + every`.
+    /// Starts the thread: a checkpoint whenever the committed seq reaches `last + every`, each
+    /// followed by thinning.
     pub fn spawn(
         shared: Arc<Shared>,
         stats: Arc<CheckpointStats>,
@@ -104,7 +125,13 @@ impl Checkpointer {
                     let seq = *committed.borrow_and_update();
                     if seq >= last.saturating_add(every) {
                         match write_now(&shared, &stats) {
-                            Ok(Some(s)) => last = s,
+                            Ok(Some(s)) => {
+                                last = s;
+                                if let Err(e) = thin_now(&shared, &stats, every) {
+                                    // A cache: the next checkpoint thins again.
+                                    tracing::warn!(error = %e, "could not thin projection checkpoints");
+                                }
+                            }
                             Ok(None) => {}
                             Err(e) => {
                                 // A cache: try again one interval later.

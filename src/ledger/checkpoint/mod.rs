@@ -14,10 +14,13 @@
 //! stored checkpoint against the fold at its seq, which also catches a body forged together
 //! with its digest.
 //!
-//! Writing: [`checkpointer`] takes them off the writer thread (see there for what it costs).
+//! Writing: [`checkpointer`] takes them off the writer thread (see there for what it costs)
+//! and then thins the old ones ([`thin`]: the newest intervals whole, older ones
+//! logarithmically spaced).
 
 pub mod checkpointer;
 pub mod codec;
+pub mod thin;
 
 use sha2::{Digest, Sha256};
 
@@ -123,7 +126,6 @@ pub fn check(
     Ok(Ok(snapshot))
 }
 
-/// The newest checkpoint at or before `upto` that passes [`check`] and `accept`, with the ones
 /// The seqs that hold stored checkpoints, at or before `upto`, in order, each once.
 pub fn seqs_upto(store: &dyn Store, upto: u64) -> Result<Vec<u64>> {
     let mut seqs: Vec<u64> = store
@@ -136,6 +138,7 @@ pub fn seqs_upto(store: &dyn Store, upto: u64) -> Result<Vec<u64>> {
     Ok(seqs)
 }
 
+/// The newest checkpoint at or before `upto` that passes [`check`] and `accept`, with the ones
 /// passed over on the way (each logged as a warning).
 pub fn newest_valid(
     store: &dyn Store,

@@ -27,6 +27,7 @@ mod events;
 mod idfilter;
 mod migrate;
 mod positions;
+mod scan;
 mod summaries;
 
 use buckets::Buckets;
@@ -408,12 +409,7 @@ impl Store for DuckStore {
         to: u64,
         f: &mut dyn FnMut(StoredRecord) -> Result<()>,
     ) -> Result<()> {
-        let to = to.min(i64::MAX as u64) as i64;
-        self.query_records(
-            "seq BETWEEN ? AND ? ORDER BY seq",
-            params![from as i64, to],
-            f,
-        )
+        scan::records(&self.conn, from, to, f)
     }
 
     fn last_seq(&self) -> Result<u64> {
@@ -649,5 +645,9 @@ impl Store for DuckStore {
             Some(r) => Some(r.get(0)?),
             None => None,
         })
+    }
+
+    fn delete_checkpoints(&mut self, seqs: &[u64]) -> Result<u64> {
+        positions::delete_checkpoints(&self.conn, seqs)
     }
 }

@@ -1,5 +1,6 @@
 //! Ledger positions in SQL: single chain links, the head, the seq at an instant within a range,
-//! and the `projection_checkpoints` rows.
+//! and the `projection_checkpoints` rows (appended, listed, and deleted when thinned: the only
+//! rows of the file ever deleted, since a checkpoint is a cache).
 //!
 //! Every query here filters on `seq` or `last_seq`, which grow with insertion order, so
 //! DuckDB's zone maps (min/max per row group) skip all but the row groups that can match: the
@@ -122,4 +123,21 @@ pub fn checkpoints_at(conn: &Connection, seq: u64) -> Result<Vec<StoredCheckpoin
         })
     })?;
     Ok(rows.collect::<duckdb::Result<_>>()?)
+}
+
+pub fn delete_checkpoints(conn: &Connection, seqs: &[u64]) -> Result<u64> {
+    if seqs.is_empty() {
+        return Ok(0);
+    }
+    // Integers only, so the list is safe to write into the statement; one statement is one
+    // transaction.
+    let list: Vec<String> = seqs
+        .iter()
+        .map(|s| s.min(&(i64::MAX as u64)).to_string())
+        .collect();
+    let sql = format!(
+        "DELETE FROM projection_checkpoints WHERE seq IN ({})",
+        list.join(",")
+    );
+    Ok(conn.execute(&sql, [])? as u64)
 }

@@ -2,39 +2,55 @@
 //! JSON as `hookledger whatif --json`. It reads the log through a read connection and writes
 //! nothing; bad input is a 422 naming the field.
 
-use axum::extract::rejection::JsonRejection;
+use aide::axum::routing::post_with;
+use aide::axum::ApiRouter;
 use axum::extract::State;
-use axum::Json;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::error::ApiError;
-use super::AppState;
+use super::{blocking, Refusals};
+use crate::api::error::ApiError;
+use crate::api::extract::Json;
+use crate::api::AppState;
 use crate::delivery::backoff::RetrySchedule;
 use crate::ids::WebhookId;
 use crate::ledger::record::Timestamp;
 use crate::whatif::{self, Policy, Query, Report, Scope};
 
+pub fn routes() -> ApiRouter<AppState> {
+    ApiRouter::new().api_route(
+        "/whatif",
+        post_with(whatif, |op| {
+            op.summary("The window's deliveries replayed under another retry schedule")
+                .description("The same JSON as `hookledger whatif --json`; reads only.")
+                .refuses(&[422])
+        }),
+    )
+}
+
 /// The most fate changes one answer lists.
 const MAX_LIMIT: usize = 10_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WhatifRequest {
+    /// The candidate retry schedule: comma-separated durations (`30s,5m,1h`).
     schedule: String,
+    /// Attempts before a delivery is dead-parked.
     budget: Option<u32>,
+    #[schemars(with = "Option<Timestamp>")]
     since: Option<String>,
+    #[schemars(with = "Option<Timestamp>")]
     until: Option<String>,
+    #[schemars(with = "Option<uuid::Uuid>")]
     webhook_id: Option<String>,
+    /// The most fate changes listed (0 to 10,000).
+    #[schemars(range(max = 10_000))]
     limit: Option<usize>,
 }
 
 fn timestamp(field: &str, s: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
-    s.map(|s| {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .map(|t| t.to_utc())
-            .map_err(|e| ApiError::invalid(field, format!("not an RFC 3339 timestamp: {e}")))
-    })
-    .transpose()
+    s.map(|s| super::timestamp(field, s)).transpose()
 }
 
 fn query(req: &WhatifRequest) -> Result<Query, ApiError> {
@@ -70,15 +86,12 @@ fn query(req: &WhatifRequest) -> Result<Query, ApiError> {
 }
 
 /// Replays the window's deliveries under the candidate schedule.
-pub async fn whatif(
+async fn whatif(
     State(state): State<AppState>,
-    body: Result<Json<WhatifRequest>, JsonRejection>,
-) -> Result<Json<Report>, ApiError> {
-    let Json(req) = body?;
+    Json(req): Json<WhatifRequest>,
+) -> Result<axum::Json<Report>, ApiError> {
     let query = query(&req)?;
     let reader = state.engine.ledger().reader()?;
-    let report = tokio::task::spawn_blocking(move || whatif::run(&reader, &query, &mut |_| {}))
-        .await
-        .map_err(|e| ApiError::from(crate::LedgerError::Invalid(e.to_string())))??;
-    Ok(Json(report))
+    let report = blocking(move || whatif::run(&reader, &query, &mut |_| {})).await?;
+    Ok(axum::Json(report))
 }

@@ -1,0 +1,97 @@
+//! `POST /v1/sql`: one read-only query over the ledger's tables and audit views, run inside the
+//! serving process on a reader connection of its own (see [`crate::sql`]): the answer as JSON,
+//! or CSV with `Accept: text/csv`. A query that would write, reach outside the ledger or read a
+//! secret is refused with 400 naming the reason, and nothing runs.
+
+use aide::axum::routing::post_with;
+use aide::axum::ApiRouter;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{blocking, ApiResult, Refusals};
+use crate::api::error::ApiError;
+use crate::api::extract::Json;
+use crate::api::openapi::SortedJson;
+use crate::api::AppState;
+use crate::sql::{self, Answer, Limits, SqlError};
+
+pub fn routes() -> ApiRouter<AppState> {
+    ApiRouter::new().api_route(
+        "/sql",
+        post_with(query, |op| {
+            op.summary("Run one read-only SQL query over the ledger")
+                .description(
+                    "One SELECT over the ledger's tables and audit views; anything that writes, \
+                     reads files or the network, or touches a secret is refused with 400. At most \
+                     `limit` rows (default and maximum 10,000; `truncated` says when the answer \
+                     was cut), 10 s and 128 MiB of intermediates. `Accept: text/csv` answers CSV.",
+                )
+                .response::<200, SortedJson<Answer>>()
+                .refuses(&[400])
+        }),
+    )
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SqlQuery {
+    /// One SELECT statement.
+    #[schemars(length(min = 1, max = 100000))]
+    query: String,
+    /// Rows at most: 1 to 10,000 (the default).
+    #[schemars(range(min = 1, max = 10000))]
+    limit: Option<usize>,
+}
+
+async fn query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<SqlQuery>, ApiError>,
+) -> ApiResult<Response> {
+    let Json(req) = body?;
+    let max = Limits::default().rows;
+    let rows = match req.limit {
+        None => max,
+        Some(n) if (1..=max).contains(&n) => n,
+        Some(_) => return Err(ApiError::invalid("limit", format!("must be 1 to {max}"))),
+    };
+    let reader = state.engine.ledger().reader()?;
+    let limits = Limits {
+        rows,
+        ..Limits::default()
+    };
+    let answer = blocking(move || Ok(sql::run(reader.connection(), &req.query, limits)))
+        .await?
+        .map_err(refused)?;
+    let csv = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"));
+    Ok(if csv {
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            sql::render::csv(&answer),
+        )
+            .into_response()
+    } else {
+        SortedJson(answer).into_response()
+    })
+}
+
+fn refused(e: SqlError) -> ApiError {
+    let code = match &e {
+        SqlError::Refused(_) => "sql_refused",
+        SqlError::TimedOut(_) => "sql_timed_out",
+        SqlError::Failed(_) => "sql_failed",
+    };
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code,
+        message: e.to_string(),
+        field: Some("query".into()),
+    }
+}

@@ -1,0 +1,385 @@
+//! `/v1/webhooks...`: register, list, read, change, delete, rotate a secret, recover a window
+//! and send a test. The signing secret appears in two answers only (register and rotate); the
+//! webhook views never carry it.
+
+use aide::axum::routing::{get_with, post_with};
+use aide::axum::ApiRouter;
+use axum::extract::State;
+use axum::http::StatusCode;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::events::{check_event_types, event_types_schema, optional_event_types_schema};
+use super::{parse_id, timestamp, ApiResult, Refusals};
+use crate::api::error::ApiError;
+use crate::api::extract::{Json, Path};
+use crate::api::openapi::SortedJson;
+use crate::api::AppState;
+use crate::delivery::guard::SystemLookup;
+use crate::delivery::signing::Secret;
+use crate::ids::WebhookId;
+use crate::ledger::record::{RecordBody, Timestamp};
+use crate::ledger::writer::{Commit, Receipt};
+use crate::registry::{Change, Webhook};
+
+pub fn routes() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/webhooks",
+            post_with(create_webhook, |op| {
+                op.summary("Register a webhook")
+                    .description("The answer carries its signing secret, shown only here.")
+                    .response::<201, SortedJson<WebhookCreated>>()
+                    .refuses(&[422])
+            })
+            .get_with(list_webhooks, |op| op.summary("List the webhooks")),
+        )
+        .api_route(
+            "/webhooks/{id}",
+            get_with(get_webhook, |op| {
+                op.summary("A webhook").refuses(&[404, 422])
+            })
+            .patch_with(patch_webhook, |op| {
+                op.summary("Change a webhook")
+                    .description("`active: false` parks its pending deliveries.")
+                    .refuses(&[404, 422])
+            })
+            .delete_with(delete_webhook, |op| {
+                op.summary("Deactivate a webhook and park its pending deliveries")
+                    .refuses(&[404, 422])
+            }),
+        )
+        .api_route(
+            "/webhooks/{id}/rotate-secret",
+            post_with(rotate_secret, |op| {
+                op.summary("A new signing secret")
+                    .description("The previous secret keeps signing beside it for 24 h.")
+                    .refuses(&[404, 422])
+            }),
+        )
+        .api_route(
+            "/webhooks/{id}/recover",
+            post_with(recover, |op| {
+                op.summary("Requeue its dead and parked deliveries that finished in a window")
+                    .description("409 when one of them changed state meanwhile; retry.")
+                    .refuses(&[404, 409, 422])
+            }),
+        )
+        .api_route(
+            "/webhooks/{id}/test",
+            post_with(test_webhook, |op| {
+                op.summary("Send one signed `webhook.test` event to it")
+                    .description("Answers once the attempt is recorded; 409 if inactive.")
+                    .refuses(&[404, 409, 422])
+            }),
+        )
+}
+
+/// `{id}`: a webhook's id.
+#[derive(Deserialize, JsonSchema)]
+pub struct WebhookPath {
+    #[schemars(with = "uuid::Uuid")]
+    id: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewWebhook {
+    /// http(s) with a host; internal addresses are refused unless allowlisted.
+    #[schemars(url)]
+    url: String,
+    /// Patterns matching an event type and its dotted children; empty matches everything.
+    #[serde(default)]
+    #[schemars(schema_with = "event_types_schema")]
+    event_types: Vec<String>,
+    description: Option<String>,
+    /// `whsec_` and the base64 of a key; generated when absent.
+    secret: Option<String>,
+}
+
+/// A webhook URL: http(s) with a host, not internal unless allowlisted, whether written as
+/// an address or a name that resolves to one now.
+async fn check_url(state: &AppState, url: &str) -> ApiResult<()> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ApiError::invalid("url", format!("not a URL: {e}")))?;
+    state
+        .egress
+        .check_registration(&parsed, &SystemLookup)
+        .await
+        .map_err(|e| ApiError::invalid("url", e.to_string()))
+}
+
+/// A webhook as the API shows it: never its secret.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Webhook")]
+pub struct WebhookView {
+    id: WebhookId,
+    url: String,
+    event_types: Vec<String>,
+    description: Option<String>,
+    active: bool,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl From<&Webhook> for WebhookView {
+    fn from(w: &Webhook) -> Self {
+        Self {
+            id: w.id,
+            url: w.url.clone(),
+            event_types: w.event_types.clone(),
+            description: w.description.clone(),
+            active: w.active,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+        }
+    }
+}
+
+/// A registered webhook and its signing secret (the only answer besides a rotation that
+/// shows one).
+#[derive(Serialize, JsonSchema)]
+pub struct WebhookCreated {
+    #[serde(flatten)]
+    webhook: WebhookView,
+    secret: String,
+}
+
+async fn create_webhook(
+    State(state): State<AppState>,
+    Json(req): Json<NewWebhook>,
+) -> ApiResult<(StatusCode, SortedJson<WebhookCreated>)> {
+    check_url(&state, &req.url).await?;
+    check_event_types(&req.event_types)?;
+    let secret = match &req.secret {
+        Some(s) => Secret::parse(s).map_err(|e| ApiError::invalid("secret", e.to_string()))?,
+        None => Secret::generate(),
+    };
+    let id = WebhookId::new();
+    let change = Change::Created {
+        url: req.url,
+        event_types: req.event_types,
+        description: req.description,
+        secret: secret.clone(),
+        app: crate::ids::AppUid::default_app(),
+        payload_format: Default::default(),
+    };
+    commit_change(&state, id, change, false).await?;
+    let created = WebhookCreated {
+        webhook: (&registered(&state, id)?).into(),
+        secret: secret.expose(),
+    };
+    Ok((StatusCode::CREATED, SortedJson(created)))
+}
+
+/// Appends one registry change (and parks the webhook's pending deliveries when asked).
+async fn commit_change(
+    state: &AppState,
+    id: WebhookId,
+    change: Change,
+    park: bool,
+) -> ApiResult<Receipt> {
+    let commit = Commit {
+        changes: vec![(id, change)],
+        park: park.then(|| (id, "webhook deactivated".to_owned())),
+        ..Commit::default()
+    };
+    Ok(state.engine.ledger().commit(commit).await?)
+}
+
+fn registered(state: &AppState, id: WebhookId) -> ApiResult<Webhook> {
+    state
+        .engine
+        .ledger()
+        .shared()
+        .read_registry()
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no webhook {id}")))
+}
+
+/// Every registered webhook.
+#[derive(Serialize, JsonSchema)]
+pub struct WebhookList {
+    data: Vec<WebhookView>,
+}
+
+async fn list_webhooks(State(state): State<AppState>) -> SortedJson<WebhookList> {
+    let registry = state.engine.ledger().shared().read_registry();
+    SortedJson(WebhookList {
+        data: registry.all().map(WebhookView::from).collect(),
+    })
+}
+
+async fn get_webhook(
+    State(state): State<AppState>,
+    Path(path): Path<WebhookPath>,
+) -> ApiResult<SortedJson<WebhookView>> {
+    let id = parse_id("id", &path.id)?;
+    Ok(SortedJson((&registered(&state, id)?).into()))
+}
+
+/// A deleted (deactivated) webhook and how many pending deliveries were parked.
+#[derive(Serialize, JsonSchema)]
+pub struct WebhookDeleted {
+    id: WebhookId,
+    active: bool,
+    parked: usize,
+}
+
+/// Deactivates the webhook and parks its pending deliveries, in one commit.
+async fn delete_webhook(
+    State(state): State<AppState>,
+    Path(path): Path<WebhookPath>,
+) -> ApiResult<SortedJson<WebhookDeleted>> {
+    let id: WebhookId = parse_id("id", &path.id)?;
+    registered(&state, id)?;
+    let change = Change::Deactivated {
+        reason: "deleted through the API".into(),
+    };
+    let receipt = commit_change(&state, id, change, true).await?;
+    Ok(SortedJson(WebhookDeleted {
+        id,
+        active: false,
+        parked: receipt.parked.len(),
+    }))
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookPatch {
+    #[schemars(url)]
+    url: Option<String>,
+    // `default` (what serde does for a missing Option anyway) tells schemars it is optional.
+    #[serde(default)]
+    #[schemars(schema_with = "optional_event_types_schema")]
+    event_types: Option<Vec<String>>,
+    description: Option<String>,
+    active: Option<bool>,
+}
+
+/// Changes url, event_types, description or active. Deactivating parks pending deliveries.
+async fn patch_webhook(
+    State(state): State<AppState>,
+    Path(path): Path<WebhookPath>,
+    body: Result<Json<WebhookPatch>, ApiError>,
+) -> ApiResult<SortedJson<WebhookView>> {
+    let id: WebhookId = parse_id("id", &path.id)?;
+    let Json(patch) = body?;
+    registered(&state, id)?;
+    if let Some(url) = &patch.url {
+        check_url(&state, url).await?;
+    }
+    if let Some(types) = &patch.event_types {
+        check_event_types(types)?;
+    }
+    let park = patch.active == Some(false);
+    let change = Change::Updated {
+        url: patch.url,
+        event_types: patch.event_types,
+        description: patch.description,
+        active: patch.active,
+        payload_format: None,
+    };
+    commit_change(&state, id, change, park).await?;
+    Ok(SortedJson((&registered(&state, id)?).into()))
+}
+
+/// The new secret; the previous one signs beside it until `previous_secret_until`.
+#[derive(Serialize, JsonSchema)]
+pub struct SecretRotated {
+    id: WebhookId,
+    secret: String,
+    previous_secret_until: Timestamp,
+}
+
+/// A new secret; the previous one keeps signing beside it for a day.
+async fn rotate_secret(
+    State(state): State<AppState>,
+    Path(path): Path<WebhookPath>,
+) -> ApiResult<SortedJson<SecretRotated>> {
+    let id: WebhookId = parse_id("id", &path.id)?;
+    registered(&state, id)?;
+    let secret = Secret::generate();
+    let previous_until =
+        chrono::Utc::now() + chrono::Duration::hours(crate::registry::ROTATION_OVERLAP_HOURS);
+    let change = Change::SecretRotated {
+        secret: secret.clone(),
+        previous_until,
+    };
+    commit_change(&state, id, change, false).await?;
+    Ok(SortedJson(SecretRotated {
+        id,
+        secret: secret.expose(),
+        previous_secret_until: previous_until,
+    }))
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverWindow {
+    #[schemars(with = "Timestamp")]
+    since: String,
+    #[schemars(with = "Option<Timestamp>")]
+    until: Option<String>,
+}
+
+/// How many deliveries were requeued.
+#[derive(Serialize, JsonSchema)]
+pub struct Recovered {
+    requeued: usize,
+}
+
+/// Requeues the webhook's dead and parked deliveries that finished in the window.
+async fn recover(
+    State(state): State<AppState>,
+    Path(path): Path<WebhookPath>,
+    body: Result<Json<RecoverWindow>, ApiError>,
+) -> ApiResult<SortedJson<Recovered>> {
+    let id: WebhookId = parse_id("id", &path.id)?;
+    let Json(window) = body?;
+    registered(&state, id)?;
+    let since = timestamp("since", &window.since)?;
+    let until = match &window.until {
+        Some(u) => timestamp("until", u)?,
+        None => chrono::Utc::now(),
+    };
+    if until < since {
+        return Err(ApiError::invalid("until", "must not be before `since`"));
+    }
+    let requeued = state
+        .engine
+        .recover(id, since, until, "recover requested through the API")
+        .await?;
+    Ok(SortedJson(Recovered { requeued }))
+}
+
+/// The test event and what the ledger recorded for its attempt.
+#[derive(Serialize, JsonSchema)]
+pub struct TestResult {
+    webhook_id: WebhookId,
+    /// The test event's id (a UUID).
+    event_id: String,
+    delivered: bool,
+    records: Vec<RecordBody>,
+}
+
+/// Sends one signed test event to the webhook and answers with what the ledger recorded.
+async fn test_webhook(
+    State(state): State<AppState>,
+    Path(path): Path<WebhookPath>,
+) -> ApiResult<SortedJson<TestResult>> {
+    let id: WebhookId = parse_id("id", &path.id)?;
+    registered(&state, id)?;
+    let test = state.engine.test_delivery(id).await?;
+    let delivered = test
+        .records
+        .iter()
+        .any(|r| matches!(r, RecordBody::Delivered { .. }));
+    Ok(SortedJson(TestResult {
+        webhook_id: id,
+        event_id: test.event_id,
+        delivered,
+        records: test.records,
+    }))
+}
