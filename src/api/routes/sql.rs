@@ -30,7 +30,7 @@ pub fn routes() -> ApiRouter<AppState> {
                      was cut), 10 s and 128 MiB of intermediates. `Accept: text/csv` answers CSV.",
                 )
                 .response::<200, SortedJson<Answer>>()
-                .refuses(&[400])
+                .refuses(&[400, 422])
         }),
     )
 }
