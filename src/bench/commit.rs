@@ -139,7 +139,8 @@ fn commit_latency(path: &Path, samples: usize) -> Result<Vec<u64>> {
     Ok(took)
 }
 
-fn publish_commit(webhook: WebhookId) -> Commit {
+/// One publish-sized commit: an event, its `enqueued` and first `attempted` record.
+pub(super) fn publish_commit(webhook: WebhookId) -> Commit {
     let key = DeliveryKey::new(webhook, EventId::new());
     Commit {
         events: vec![NewEvent {

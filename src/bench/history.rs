@@ -284,7 +284,7 @@ fn commit_window(path: &Path) -> Result<Window> {
                     let mut took = Vec::with_capacity(WINDOW.1);
                     for _ in 0..WINDOW.1 {
                         let started = Instant::now();
-                        ledger.commit_blocking(publish(webhook))?;
+                        ledger.commit_blocking(super::commit::publish_commit(webhook))?;
                         took.push(started.elapsed().as_nanos() as u64);
                     }
                     Ok(took)
@@ -325,24 +325,6 @@ fn duck_checkpoint(ledger: &Ledger) -> Result<f64> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Err(LedgerError::Invalid("CHECKPOINT kept failing".into()))
-}
-
-fn publish(webhook: WebhookId) -> Commit {
-    let key = DeliveryKey::new(webhook, EventId::new());
-    let now = chrono::Utc::now();
-    Commit {
-        events: vec![NewEvent {
-            event_id: key.event_id,
-            event_type: "bench".into(),
-            body: br#"{"order":{"id":12345}}"#.to_vec(),
-            ..Default::default()
-        }],
-        records: vec![
-            NewRecord::new(key, RecordBody::Enqueued { due_at: now }),
-            NewRecord::new(key, RecordBody::Attempted { attempt: 1 }),
-        ],
-        ..Commit::default()
-    }
 }
 
 /// Writes [`LIVE`] pending deliveries, then happy-path deliveries (three records each) up to

@@ -44,7 +44,11 @@ pub fn sql(args: &SqlArgs) -> Result<ExitCode> {
                 .map_err(|e| LedgerError::Invalid(e.to_string()))?
         }
         (None, Some(server)) => ask_server(server, &args.query, args.limit)?,
-        (None, None) => unreachable!("clap requires --db or --server"),
+        (None, None) => {
+            return Err(LedgerError::Invalid(
+                "give --db PATH or --server URL".into(),
+            ))
+        }
     };
     print!("{}", render(&answer, args.format));
     Ok(ExitCode::SUCCESS)

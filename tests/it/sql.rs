@@ -446,6 +446,9 @@ async fn the_route_and_the_command_answer_as_the_stopped_file_does() {
     .await;
     assert_eq!(status, 422);
     assert_eq!(bad["error"]["field"], json!("limit"));
+    let (status, bad) = post_json(&format!("{base}/v1/sql"), json!({ "query": "" })).await;
+    assert_eq!(status, 422);
+    assert_eq!(bad["error"]["field"], json!("query"));
 
     assert!(server.stop().success());
     let stopped = hookledger(&["sql", query, "--format", "json"], &db);

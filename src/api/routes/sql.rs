@@ -35,6 +35,9 @@ pub fn routes() -> ApiRouter<AppState> {
     )
 }
 
+/// The longest query text accepted, in bytes.
+const MAX_QUERY: usize = 100_000;
+
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqlQuery {
@@ -52,6 +55,12 @@ async fn query(
     body: Result<Json<SqlQuery>, ApiError>,
 ) -> ApiResult<Response> {
     let Json(req) = body?;
+    if req.query.is_empty() || req.query.len() > MAX_QUERY {
+        return Err(ApiError::invalid(
+            "query",
+            format!("must be 1 to {MAX_QUERY} bytes"),
+        ));
+    }
     let max = Limits::default().rows;
     let rows = match req.limit {
         None => max,
