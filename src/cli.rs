@@ -1,9 +1,11 @@
 //! The `hookledger` command line: argument parsing (clap) and the inspection commands
-//! `state`, `history`, `verify` and `whatif`, which open the database read-only.
+//! `state`, `history`, `verify`, `head` and `whatif`, which open the database read-only: a
+//! DuckDB file (`--db`) or a PostgreSQL database (`--store postgres://...`, or
+//! `HOOKLEDGER_DATABASE_URL`; it wins over `--db`).
 //!
 //! Exit codes: 0 success, 1 `verify` found a problem, 2 an error (a message names the cause).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -13,7 +15,8 @@ use crate::ids::{DeliveryKey, WebhookId};
 use crate::ledger::record::{Record, RecordBody, Timestamp};
 use crate::ledger::view::QueueView;
 use crate::ledger::{checkpoint, history, verify};
-use crate::store::duck::{DuckStore, OpenMode};
+use crate::store::any::{AnyStore, Location};
+use crate::store::duck::OpenMode;
 use crate::store::Store as _;
 
 #[derive(Debug, Parser)]
@@ -133,9 +136,19 @@ pub struct BenchOpenArgs {
 
 #[derive(Debug, Args)]
 pub struct DbArg {
-    /// The database file.
+    /// The DuckDB database file.
     #[arg(long, env = "HOOKLEDGER_DB", default_value = "hookledger.duckdb")]
     pub db: PathBuf,
+    /// A PostgreSQL database instead of the file (`postgres://user:password@host:port/db`).
+    #[arg(long, env = crate::store::any::DATABASE_URL, hide_env_values = true)]
+    pub store: Option<String>,
+}
+
+impl DbArg {
+    /// The store these flags name.
+    pub fn location(&self) -> Result<Location> {
+        Location::from_flags(self.db.clone(), self.store.as_deref())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -222,7 +235,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new()
                 .map_err(|e| LedgerError::Invalid(format!("cannot start the runtime: {e}")))?;
             runtime.block_on(crate::serve::serve(crate::serve::ServeOptions {
-                db: args.db.db,
+                location: args.db.location()?,
                 listen: args.listen,
                 max_payload: args.max_payload,
             }))?;
@@ -259,7 +272,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             let options = verify::Options {
                 expect_head: args.expect_head,
             };
-            let verdict = verify::verify_with(&open_read_only(&args.db.db)?, None, &options)?;
+            let verdict = verify::verify_with(&open_read_only(&args.db)?, None, &options)?;
             println!("{verdict}");
             Ok(if verdict.ok() {
                 ExitCode::SUCCESS
@@ -282,12 +295,12 @@ fn init_logging() {
         .try_init();
 }
 
-fn open_read_only(path: &Path) -> Result<DuckStore> {
-    DuckStore::open(path, OpenMode::ReadOnly)
+fn open_read_only(db: &DbArg) -> Result<AnyStore> {
+    AnyStore::open(&db.location()?, OpenMode::ReadOnly)
 }
 
 fn state(args: &StateArgs) -> Result<ExitCode> {
-    let store = open_read_only(&args.db.db)?;
+    let store = open_read_only(&args.db)?;
     let upto = match (args.at, args.seq) {
         (Some(at), _) => checkpoint::seq_at_time(&store, at)?,
         (None, Some(seq)) => seq,
@@ -303,7 +316,7 @@ fn state(args: &StateArgs) -> Result<ExitCode> {
 }
 
 fn show_head(args: &HeadArgs) -> Result<ExitCode> {
-    let store = open_read_only(&args.db.db)?;
+    let store = open_read_only(&args.db)?;
     let head = checkpoint::head(&store, checkpoint::newest_seq(&store)?)?;
     let at = head.committed_at.map_or("-".to_owned(), |t| t.to_rfc3339());
     if args.json {
@@ -355,7 +368,7 @@ fn whatif(args: &WhatifArgs) -> Result<ExitCode> {
     };
     let query = crate::whatif::Query::new(scope, policy, args.limit)
         .map_err(|e| LedgerError::Invalid(format!("--{} {}", e.field, e.message)))?;
-    let store = open_read_only(&args.db.db)?;
+    let store = open_read_only(&args.db)?;
     let report = crate::whatif::run(&store, &query, &mut |p| {
         eprintln!("whatif: read {} of {} records", p.read, p.total)
     })?;
@@ -368,7 +381,7 @@ fn whatif(args: &WhatifArgs) -> Result<ExitCode> {
 }
 
 fn show_history(args: &HistoryArgs) -> Result<ExitCode> {
-    let store = open_read_only(&args.db.db)?;
+    let store = open_read_only(&args.db)?;
     let producer = crate::ids::ProducerId::parse(&args.event).ok_or_else(|| {
         LedgerError::Invalid(format!(
             "--event `{}` is not 1 to 256 characters of [A-Za-z0-9._:~-]",

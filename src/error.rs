@@ -11,6 +11,9 @@ pub enum LedgerError {
     #[error("database error: {0}")]
     Db(#[from] duckdb::Error),
 
+    #[error("PostgreSQL error: {0}")]
+    Pg(#[from] postgres::Error),
+
     #[error("no database at {path}")]
     NotFound { path: PathBuf },
 

@@ -3,7 +3,8 @@
 //! Producers publish events; every active webhook whose filter matches gets a delivery, which is
 //! signed (Standard Webhooks), POSTed, retried on a backoff schedule, dead-parked when its
 //! budget is spent and parked when its webhook goes away. Every step is an immutable record in
-//! the `webhook_deliveries` log in DuckDB; queue state is a projection folded from that log.
+//! the `webhook_deliveries` log in DuckDB (or PostgreSQL); queue state is a projection folded
+//! from that log.
 //!
 //! # Layout
 //! - [`ids`]: the id newtypes (webhook, event, delivery key).
@@ -13,7 +14,8 @@
 //!   ([`ledger::projection`]), the single writer ([`ledger::writer`]), and
 //!   [`ledger::verify`].
 //! - [`registry`]: the webhooks, event-sourced from `webhook_changes`.
-//! - [`store`]: the storage trait and its DuckDB implementation; `schema/` holds the DDL.
+//! - [`store`]: the storage trait and its DuckDB and PostgreSQL implementations; `schema/` and
+//!   `schema/pg/` hold the DDL.
 //! - [`delivery`]: what talks to receivers: signing, backoff, the URL guard, the HTTP sender
 //!   and the engine (publish, attempts, re-drive, park, recover).
 //! - [`config`]: delivery settings from `HOOKLEDGER_*` variables.

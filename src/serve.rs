@@ -4,9 +4,12 @@
 //! by a crash, and starts the re-drive loop. SIGTERM or SIGINT stop taking requests, let
 //! attempts in flight finish and record their outcomes, flush the writer, and exit 0. The
 //! listener and the bounds on slow, idle and too many clients are `api::server`'s.
+//!
+//! The ledger is a DuckDB file (`--db`) or a PostgreSQL database (`--store postgres://...` or
+//! `HOOKLEDGER_DATABASE_URL`); it is opened on a blocking thread, since the PostgreSQL client
+//! must never run on a runtime worker.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::api::{self, AppState};
@@ -17,6 +20,7 @@ use crate::delivery::sender::Sender;
 use crate::error::{LedgerError, Result};
 use crate::ledger::writer::Commit;
 use crate::ledger::Ledger;
+use crate::store::any::Location;
 use crate::store::Store;
 
 /// The environment variable that sets the API token.
@@ -24,7 +28,8 @@ pub const API_TOKEN: &str = "HOOKLEDGER_API_TOKEN";
 const TOKEN_SETTING: &str = "api_token";
 
 pub struct ServeOptions {
-    pub db: PathBuf,
+    /// The DuckDB file or the PostgreSQL database.
+    pub location: Location,
     pub listen: SocketAddr,
     pub max_payload: usize,
 }
@@ -37,10 +42,10 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     let settings = DeliverySettings::from_env().map_err(invalid)?;
     let http = HttpSettings::from_env().map_err(invalid)?;
     let clock = Arc::new(SystemClock);
-    let db = options.db.clone();
+    let location = options.location.clone();
     let ledger_options = crate::ledger::LedgerOptions::from_env()?;
     let ledger =
-        tokio::task::spawn_blocking(move || Ledger::open_with(&db, clock, &ledger_options))
+        tokio::task::spawn_blocking(move || Ledger::open_at(&location, clock, &ledger_options))
             .await
             .map_err(invalid)??;
     let ledger = Arc::new(ledger);
@@ -53,7 +58,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         });
     println!(
         "database {}: folded {} records {from} and {} registry changes in {:.1} ms",
-        options.db.display(),
+        options.location,
         stats.records,
         stats.changes,
         stats.elapsed.as_secs_f64() * 1000.0
@@ -100,7 +105,12 @@ async fn api_token(ledger: &Arc<Ledger>) -> Result<String> {
     if let Some(token) = std::env::var(API_TOKEN).ok().filter(|t| !t.is_empty()) {
         return Ok(token);
     }
-    if let Some(token) = ledger.reader()?.setting(TOKEN_SETTING)? {
+    // Read on a blocking thread: a PostgreSQL reader must not run on a runtime worker.
+    let reader = ledger.reader()?;
+    let stored = tokio::task::spawn_blocking(move || reader.setting(TOKEN_SETTING))
+        .await
+        .map_err(invalid)??;
+    if let Some(token) = stored {
         println!("API token: the one generated at first start (set {API_TOKEN} to choose one)");
         return Ok(token);
     }

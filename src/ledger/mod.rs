@@ -13,6 +13,10 @@
 //! [`LedgerError::StorageUnavailable`] and nothing of them is applied; the writer reopens the
 //! database and folds it again if its connection broke (`reopen.rs`), and
 //! [`Shared::storage_error`] says why while it lasts.
+//!
+//! The log lives in either store ([`crate::store::any::Location`]): a DuckDB file
+//! ([`Ledger::open_with`]) or a PostgreSQL database ([`Ledger::open_at`]); everything above the
+//! [`Store`] trait is the same for both.
 
 pub mod chain;
 pub mod checkpoint;
@@ -39,7 +43,8 @@ use crate::clock::Clock;
 use crate::error::{LedgerError, Result};
 use crate::ids::DeliveryKey;
 use crate::registry::{self, Registry};
-use crate::store::duck::{DuckStore, OpenMode};
+use crate::store::any::{AnyStore, Location};
+use crate::store::duck::OpenMode;
 use crate::store::Store;
 use projection::Projection;
 use record::{Record, Timestamp};
@@ -53,7 +58,7 @@ pub struct Shared {
     committed: watch::Sender<u64>,
     /// The connection readers are cloned from. The writer replaces it when it reopens the
     /// database after a storage failure (a std Mutex: held only to clone or swap).
-    reader: Mutex<DuckStore>,
+    reader: Mutex<AnyStore>,
     /// Why the last commit could not be written, until one is (`/healthz` reports it).
     storage_error: Mutex<Option<String>>,
     /// How this ledger was opened (checkpoints, buckets), for reopening and queries.
@@ -91,7 +96,7 @@ impl Shared {
     fn set_storage_error(&self, error: Option<String>) {
         *self.storage_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
     }
-    fn reader_slot(&self) -> std::sync::MutexGuard<'_, DuckStore> {
+    fn reader_slot(&self) -> std::sync::MutexGuard<'_, AnyStore> {
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -227,7 +232,17 @@ impl Ledger {
     /// valid checkpoint and the records after it (or from genesis), and starts the writer and
     /// the checkpointer.
     pub fn open_with(path: &Path, clock: Arc<dyn Clock>, options: &LedgerOptions) -> Result<Self> {
-        let mut store = DuckStore::open(path, OpenMode::ReadWrite)?;
+        Self::open_at(&Location::Duck(path.to_owned()), clock, options)
+    }
+
+    /// [`Ledger::open_with`] for a ledger in either store: a DuckDB file or a PostgreSQL
+    /// database.
+    pub fn open_at(
+        location: &Location,
+        clock: Arc<dyn Clock>,
+        options: &LedgerOptions,
+    ) -> Result<Self> {
+        let mut store = AnyStore::open(location, OpenMode::ReadWrite)?;
         store.set_bucket_events(options.bucket_events);
         let started = Instant::now();
         let loaded = Loaded::from_store(&store, options.use_checkpoints)?;
@@ -250,7 +265,7 @@ impl Ledger {
         });
         let writer = Writer {
             store: Box::new(store),
-            path: path.to_owned(),
+            location: location.clone(),
             reopen: None,
             shared: shared.clone(),
             clock,
@@ -337,8 +352,10 @@ impl Ledger {
         self.shared.read_projection().clone()
     }
 
-    /// A read connection (clones are cheap: same database, own transaction context).
-    pub fn reader(&self) -> Result<DuckStore> {
+    /// A read connection (clones are cheap: same database, own transaction context; on
+    /// PostgreSQL it takes a pooled connection at its first query, so query it inside
+    /// `spawn_blocking`, never on a runtime worker).
+    pub fn reader(&self) -> Result<AnyStore> {
         self.shared.reader_slot().reader()
     }
 

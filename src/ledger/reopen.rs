@@ -14,16 +14,18 @@
 //! of registry changes). If not, it reopens the file, on the next batch and then with a growing
 //! delay (100 ms up to 5 s) while that fails, replaces the shared read connection, and folds
 //! the state again from the file, the source of truth. Until then every commit is refused with
-//! `StorageUnavailable`. A delivery whose `attempted` landed in a commit reported as failed stays
+//! `StorageUnavailable`. On PostgreSQL the same path covers a lost connection or a server that
+//! restarts: the failed commit rolls back on the server, the store drops the broken
+//! connection, and the check or the reopen takes a fresh one from the pool. A delivery whose `attempted` landed in a commit reported as failed stays
 //! `in_attempt` until the next start records it as abandoned.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::writer::{Request, Writer};
 use super::{LedgerOptions, Loaded};
 use crate::error::{LedgerError, Result};
-use crate::store::duck::{DuckStore, OpenMode};
+use crate::store::any::{AnyStore, Location};
+use crate::store::duck::OpenMode;
 
 /// The first and the longest wait between attempts to reopen a database that broke.
 const REOPEN_DELAY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
@@ -72,7 +74,7 @@ impl Writer {
                 reopen.reason
             ));
         }
-        match reopen_store(&self.path, &self.shared.options) {
+        match reopen_store(&self.location, &self.shared.options) {
             Ok((store, loaded)) => {
                 self.install(store, loaded);
                 self.reopen = None;
@@ -91,7 +93,7 @@ impl Writer {
 
     /// Continues from a freshly opened store: its read connection and its folded state replace
     /// the old ones (the old connections close as they are dropped).
-    fn install(&mut self, store: DuckStore, loaded: Loaded) {
+    fn install(&mut self, store: AnyStore, loaded: Loaded) {
         if let Ok(reader) = store.reader() {
             *self.shared.reader_slot() = reader;
         }
@@ -107,8 +109,8 @@ impl Writer {
     }
 }
 
-fn reopen_store(path: &Path, options: &LedgerOptions) -> Result<(DuckStore, Loaded)> {
-    let mut store = DuckStore::open(path, OpenMode::ReadWrite)?;
+fn reopen_store(location: &Location, options: &LedgerOptions) -> Result<(AnyStore, Loaded)> {
+    let mut store = AnyStore::open(location, OpenMode::ReadWrite)?;
     store.set_bucket_events(options.bucket_events);
     let loaded = Loaded::from_store(&store, options.use_checkpoints)?;
     store.use_one_thread()?;

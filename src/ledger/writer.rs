@@ -21,7 +21,6 @@
 //! ones alone (answering whether the body was the same), and commits the rest.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 
@@ -103,8 +102,8 @@ pub(crate) struct Request {
 
 pub(crate) struct Writer {
     pub store: Box<dyn Store>,
-    /// The database file, to reopen after a storage failure broke the connection.
-    pub path: PathBuf,
+    /// The database, to reopen after a storage failure broke the connection.
+    pub location: crate::store::any::Location,
     /// Set when the store no longer answers or no longer matches the in-memory state.
     pub reopen: Option<Reopen>,
     pub shared: Arc<Shared>,

@@ -64,8 +64,29 @@ pub enum SqlError {
     Failed(String),
 }
 
-/// Checks and runs `query` on `conn` (a connection used for nothing else meanwhile).
-pub fn run(conn: &Connection, query: &str, limits: Limits) -> Result<Answer, SqlError> {
+/// What SQL runs on: a DuckDB connection, or a ledger store's (refused, with the store's
+/// reason, when the ledger is not in DuckDB).
+pub trait Target {
+    fn duck(&self) -> Result<&Connection, SqlError>;
+}
+
+impl Target for &Connection {
+    fn duck(&self) -> Result<&Connection, SqlError> {
+        Ok(*self)
+    }
+}
+
+impl Target for crate::Result<&Connection> {
+    fn duck(&self) -> Result<&Connection, SqlError> {
+        self.as_ref()
+            .map(|c| *c)
+            .map_err(|e| SqlError::Failed(e.to_string()))
+    }
+}
+
+/// Checks and runs `query` on `target` (a connection used for nothing else meanwhile).
+pub fn run(target: impl Target, query: &str, limits: Limits) -> Result<Answer, SqlError> {
+    let conn = target.duck()?;
     guard::check(conn, query)?;
     conn.execute_batch(&format!(
         "SET operator_memory_limit = '{}MiB'",

@@ -1,7 +1,7 @@
 //! The storage boundary: the few operations the ledger needs from a database, as one small
-//! trait. DuckDB implements it now ([`duck::DuckStore`]); a second backend (PostgreSQL, for
-//! several dispatcher nodes) implements the same trait and must pass the same conformance tests
-//! (`tests/it/store_conformance.rs`).
+//! trait, implemented by DuckDB ([`duck::DuckStore`], the embedded default) and PostgreSQL
+//! ([`pg::PgStore`]); both pass the same conformance suite (`tests/it/store_conformance.rs`).
+//! [`any::AnyStore`] is either of them, opened from a [`any::Location`] (`--db` or `--store`).
 //!
 //! Invariant: a store only appends. `commit` writes one batch atomically or not at all, and
 //! refuses a batch with an event id stored before, at any age; nothing here updates or deletes
@@ -12,7 +12,9 @@
 //! repeated event id) fails the batch's last write and the conformance suite's "a failed
 //! commit writes nothing" tests the rollback of everything written before it.
 
+pub mod any;
 pub mod duck;
+pub mod pg;
 
 use crate::error::Result;
 use crate::ids::{DeliveryKey, EventId};
@@ -135,6 +137,23 @@ pub trait Store: Send {
         webhook: Option<crate::ids::WebhookId>,
         kind: Option<crate::ledger::record::RecordKind>,
     ) -> Result<Vec<StoredRecord>>;
+
+    /// [`Store::page`] restricted to the records of `webhooks` (an app's).
+    fn page_of(
+        &self,
+        after_seq: u64,
+        limit: usize,
+        webhooks: &[crate::ids::WebhookId],
+        kind: Option<crate::ledger::record::RecordKind>,
+    ) -> Result<Vec<StoredRecord>>;
+
+    /// How many deliveries of `webhooks` were delivered, dead and parked after record
+    /// `upto_seq` (each delivery's last record at or before it): an app's finished counts.
+    fn finished_counts(
+        &self,
+        webhooks: &[crate::ids::WebhookId],
+        upto_seq: u64,
+    ) -> Result<(u64, u64, u64)>;
 
     /// One delivery's records, in seq order.
     fn history(&self, key: DeliveryKey) -> Result<Vec<StoredRecord>>;

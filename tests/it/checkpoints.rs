@@ -262,6 +262,7 @@ fn a_repeated_event_id_older_than_every_checkpoint_and_bucket_is_recognised() {
     let reader = t.ledger().reader().unwrap();
     let buckets: i64 = reader
         .connection()
+        .unwrap()
         .query_row("SELECT count(*) FROM event_buckets", [], |r| r.get(0))
         .unwrap();
     assert!(
@@ -307,6 +308,7 @@ fn a_repeated_event_id_older_than_every_checkpoint_and_bucket_is_recognised() {
     t.publish(41, &[webhook(1)]).unwrap();
     let copies: i64 = reader
         .connection()
+        .unwrap()
         .query_row(
             "SELECT count(*) FROM events_all WHERE event_id = ?",
             [event(1).0],

@@ -189,7 +189,7 @@ fn acknowledged_commits_survive_sigkill_and_the_chain_holds_after_each_restart()
         assert_eq!(verdict.records, last_seq);
 
         let reader = ledger.reader().unwrap();
-        let conn = reader.connection();
+        let conn = reader.connection().unwrap();
         let stored: BTreeMap<u64, Uuid> = conn
             .prepare("SELECT seq, event_id::VARCHAR FROM webhook_deliveries")
             .unwrap()
@@ -275,6 +275,7 @@ fn sigkill_while_a_checkpoint_is_written_loses_nothing_and_the_next_start_is_exa
         for (seq, n) in &all_acks {
             let id: String = reader
                 .connection()
+                .unwrap()
                 .query_row(
                     "SELECT event_id::VARCHAR FROM webhook_deliveries WHERE seq = ?",
                     [*seq as i64],

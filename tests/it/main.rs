@@ -2,6 +2,8 @@
 
 #[macro_use]
 mod common;
+#[macro_use]
+mod pg_common;
 
 mod apps;
 mod audit;
@@ -18,6 +20,9 @@ mod hostile;
 mod ledger_props;
 mod migration;
 mod openapi;
+mod pg_ledger;
+mod pg_schema;
+mod pg_serve;
 mod refusals;
 mod scenarios;
 mod secrets;

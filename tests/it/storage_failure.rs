@@ -51,6 +51,7 @@ fn an_invalidated_database_is_reopened_and_folded_again_without_a_restart() {
         .reader()
         .unwrap()
         .connection()
+        .unwrap()
         .execute_batch(
             "SET debug_force_commit_failure = true; SET debug_force_commit_revert_failure = true",
         )

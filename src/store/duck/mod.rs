@@ -509,6 +509,24 @@ impl Store for DuckStore {
         Ok(out)
     }
 
+    fn page_of(
+        &self,
+        after_seq: u64,
+        limit: usize,
+        webhooks: &[crate::ids::WebhookId],
+        kind: Option<RecordKind>,
+    ) -> Result<Vec<StoredRecord>> {
+        DuckStore::page_of(self, after_seq, limit, webhooks, kind)
+    }
+
+    fn finished_counts(
+        &self,
+        webhooks: &[crate::ids::WebhookId],
+        upto_seq: u64,
+    ) -> Result<(u64, u64, u64)> {
+        DuckStore::finished_counts(self, webhooks, upto_seq)
+    }
+
     fn history(&self, key: DeliveryKey) -> Result<Vec<StoredRecord>> {
         let mut out = Vec::new();
         self.query_records(
