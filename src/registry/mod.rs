@@ -45,7 +45,9 @@ pub const ROTATION_OVERLAP_HOURS: i64 = 24;
 
 /// What a webhook's POST body is: the Standard Webhooks envelope
 /// `{"type", "timestamp", "data"}` (the default) or the bare payload.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PayloadFormat {
     #[default]

@@ -3,6 +3,7 @@
 #[macro_use]
 mod common;
 
+mod app_routes;
 mod apps;
 mod audit;
 mod bench;

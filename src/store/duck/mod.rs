@@ -4,6 +4,7 @@
 //! their own connections, cloned from it or opened read-only, and rely on DuckDB's MVCC.
 //! Records are appended with DuckDB's Appender inside the batch's transaction.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use duckdb::types::{TimeUnit, Value};
@@ -27,6 +28,7 @@ mod events;
 mod idfilter;
 mod migrate;
 mod positions;
+mod producers;
 mod scan;
 mod summaries;
 
@@ -520,6 +522,10 @@ impl Store for DuckStore {
             },
         )?;
         Ok(out)
+    }
+
+    fn producer_ids(&self, ids: &[EventId]) -> Result<HashMap<EventId, String>> {
+        self.producer_ids_by_key(ids)
     }
 
     fn events(&self, ids: &[EventId]) -> Result<Vec<StoredEvent>> {
