@@ -20,6 +20,7 @@
 //!    413 and 415, and every `/v1` operation gets the bearer requirement, 401 and 503.
 
 mod deliveries;
+mod event_body;
 mod events;
 mod ledger;
 pub mod service;
@@ -46,6 +47,7 @@ pub fn v1() -> ApiRouter<AppState> {
         .merge(ledger::routes())
         .merge(whatif::routes())
         .merge(sql::routes())
+        .merge(event_body::routes())
 }
 
 /// A UUID path or query parameter: 422 naming the field when it is not one.
