@@ -336,3 +336,81 @@ fn retention_expunges_old_finished_bodies_by_the_clock_and_keeps_the_rest() {
         "a changed remaining body still fails"
     );
 }
+
+#[tokio::test]
+async fn the_route_erases_once_refuses_bad_input_and_redeliver_answers_410() {
+    use crate::serve::{call, get, post_json, receiver, wait_for, Server, TOKEN};
+    use reqwest::Method;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("serve.duckdb");
+    let server = Server::start(&db);
+    let (url, got) = receiver().await;
+    let (s, hook) = post_json(&format!("{}/v1/webhooks", server.base), json!({"url": url})).await;
+    assert_eq!(s, 201, "{hook}");
+    let token: String = (0..48).map(|_| fastrand::alphanumeric()).collect();
+    let id = "0190a000-0000-7000-8000-0000000000aa";
+    let event = json!({"event_id": id, "event_type": "order.created", "payload": {"t": token}});
+    let (s, _) = post_json(&format!("{}/v1/events", server.base), event).await;
+    assert_eq!(s, 202);
+    wait_for(&got, 1).await;
+    let body_url = format!("{}/v1/events/{id}/body", server.base);
+    let delete = |body: serde_json::Value| call(Method::DELETE, &body_url, Some(TOKEN), Some(body));
+    let (s, e) = delete(json!({"reason": ""})).await;
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (422, Some("reason")),
+        "{e}"
+    );
+    let (s, _) = call(
+        Method::DELETE,
+        &body_url,
+        None,
+        Some(json!({"reason": "x"})),
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, status) = get(&body_url).await;
+    assert_eq!(
+        (s, &status["expunged"]),
+        (200, &serde_json::json!(false)),
+        "{status}"
+    );
+    let (s, fact) = delete(json!({"reason": "GDPR erasure request 7"})).await;
+    assert_eq!(s, 200, "{fact}");
+    assert_eq!(fact["fact"]["actor"], "operator");
+    assert_eq!(fact["fact"]["reason"], "GDPR erasure request 7");
+    let (s, e) = delete(json!({"reason": "again"})).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (410, Some("body_expunged")),
+        "{e}"
+    );
+    let unknown = format!("{}/v1/events/no-such-event/body", server.base);
+    let (s, _) = call(
+        Method::DELETE,
+        &unknown,
+        Some(TOKEN),
+        Some(json!({"reason": "x"})),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, status) = get(&body_url).await;
+    assert_eq!((s, &status["expunged"]), (200, &json!(true)), "{status}");
+    let hook_id = hook["id"].as_str().unwrap();
+    let redeliver = format!("{}/v1/deliveries/{hook_id}/{id}/redeliver", server.base);
+    let (s, e) = post_json(&redeliver, json!({})).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (410, Some("body_expunged")),
+        "{e}"
+    );
+    assert!(server.stop().success());
+    assert_eq!(
+        occurrences(&db, token.as_bytes()),
+        0,
+        "the payload left the file"
+    );
+    let out = hookledger(&["verify"], &db);
+    assert!(out.status.success(), "{}", stdout(&out));
+}

@@ -516,7 +516,7 @@ fn a_schema_newer_than_this_build_is_refused_naming_both_versions() {
                 err,
                 hookledger::LedgerError::SchemaTooNew {
                     found: 7,
-                    supported: 4
+                    supported: 5
                 }
             ),
             "{err:?}"

@@ -2,9 +2,14 @@
 //! body's bytes out of the file.
 //!
 //! The facts are appended in the batch's transaction, beside the bodies' removal
-//! (`events.rs`). DuckDB never overwrites a block in place and does not zero the blocks it
-//! frees, so once the batch commits, [`DuckStore::scrub`] makes the removal physical: see its
-//! doc for what was measured and why it does what it does.
+//! (`events.rs`, `buckets::rewrite_without_bodies`). DuckDB never overwrites a block in place
+//! and does not zero the blocks it frees (its `trim_free_blocks` option, which would punch
+//! holes, is not settable through the C API). Measured on the raw bytes of the file with this
+//! DuckDB: `UPDATE ... SET body = NULL` + `CHECKPOINT` leaves the old bytes in a block still in
+//! use (the column's other segments share it), and filling the free blocks does not reach
+//! them; rewriting the bucket frees every block it had, and filling the free blocks then
+//! overwrites them. So the bucket is rewritten in the transaction and, once the batch commits,
+//! [`DuckStore::scrub`] fills the free blocks with random bytes.
 //!
 //! Invariant: after a commit with expunges returns `Ok`, no byte sequence of an erased body is
 //! left in the database file or its WAL by the table that held it (checked on the raw bytes by
