@@ -522,7 +522,7 @@ fn a_schema_newer_than_this_build_is_refused_naming_both_versions() {
             "{err:?}"
         );
         let text = err.to_string();
-        assert!(text.contains('7') && text.contains('4'), "{text}");
+        assert!(text.contains('7') && text.contains('5'), "{text}");
     }
 }
 
