@@ -51,6 +51,9 @@ pub enum Command {
     /// Run one read-only SQL query over the ledger's tables and audit views, on a stopped file
     /// (`--db`) or through a running server (`--server`).
     Sql(crate::sql::cli::SqlArgs),
+    /// Erase one event's body now (a stopped database; the API's DELETE /v1/events/{id}/body
+    /// while serving), recording who, when and why as a chained fact.
+    Expunge(crate::erasure::cli::ExpungeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +254,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Head(args) => show_head(&args),
         Command::Sql(args) => crate::sql::cli::sql(&args),
+        Command::Expunge(args) => crate::erasure::cli::expunge(&args),
         Command::BenchOpen(args) => {
             crate::bench::history::open_child(&args.db.db, !args.no_checkpoints)?;
             Ok(ExitCode::SUCCESS)

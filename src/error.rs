@@ -47,6 +47,13 @@ pub enum LedgerError {
     #[error("no delivery {0}")]
     UnknownDelivery(DeliveryKey),
 
+    #[error("no event {0}")]
+    UnknownEvent(crate::ids::EventId),
+
+    /// The event's body was erased (`crate::ledger::expunge`): it can never be sent again.
+    #[error("the body of event {0} was expunged")]
+    BodyExpunged(crate::ids::EventId),
+
     #[error("the commit failed and nothing of it was written: {0}")]
     CommitFailed(String),
 

@@ -22,6 +22,8 @@
 //! - [`cli`]: the `hookledger` command; [`bench`]: its benchmark scenarios.
 //! - [`sql`]: auditors' read-only SQL (guard, limits, rendering) for `POST /v1/sql` and
 //!   `hookledger sql`.
+//! - [`erasure`]: body retention (`HOOKLEDGER_BODY_RETENTION`) and `hookledger expunge`;
+//!   what an expunge is and what `verify` checks after one is [`ledger::expunge`].
 //! - [`whatif`]: replays the ledger's real failures under a candidate retry policy.
 
 pub mod api;
@@ -30,6 +32,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod erasure;
 pub mod error;
 pub mod ids;
 pub mod ledger;

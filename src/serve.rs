@@ -68,6 +68,15 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     );
     engine.recover_abandoned().await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
+    if let Some(policy) = crate::erasure::retention::Retention::from_env()? {
+        let task = crate::erasure::retention::run(
+            ledger.clone(),
+            Arc::new(SystemClock),
+            policy,
+            shutdown.clone(),
+        );
+        tokio::spawn(task);
+    }
     let redrive = tokio::spawn(engine.clone().run(shutdown));
     let state = AppState {
         engine,

@@ -188,6 +188,8 @@ impl From<LedgerError> for ApiError {
         let (status, code) = match &e {
             LedgerError::EventExists { .. } => (StatusCode::CONFLICT, "conflict"),
             LedgerError::UnknownDelivery(_) => (StatusCode::NOT_FOUND, "not_found"),
+            LedgerError::UnknownEvent(_) => (StatusCode::NOT_FOUND, "not_found"),
+            LedgerError::BodyExpunged(_) => (StatusCode::GONE, "body_expunged"),
             // A registry change refused by the writer's check (a race another request won).
             LedgerError::InvalidTransition { .. }
             | LedgerError::Invalid(_)

@@ -72,7 +72,7 @@ impl OperationOutput for ApiError {
 
 /// What each refusal status means, for the document. A status not listed here cannot be
 /// documented (and [`Refusals::refuses`] panics on it: a test builds the document).
-const REFUSALS: [(u16, &str); 10] = [
+const REFUSALS: [(u16, &str); 11] = [
     (
         400,
         "The body, query or a path parameter could not be read (`bad_json`, `bad_query`, \
@@ -91,6 +91,10 @@ const REFUSALS: [(u16, &str); 10] = [
         409,
         "Conflicts with the ledger's state (`conflict`): an event id published before with \
          another body, a delivery still live, an inactive webhook.",
+    ),
+    (
+        410,
+        "The event's body was expunged (`body_expunged`): it can never be sent again.",
     ),
     (413, "The body is over the payload limit (`too_large`)."),
     (

@@ -17,6 +17,7 @@
 pub mod chain;
 pub mod checkpoint;
 pub mod due;
+pub mod expunge;
 pub mod projection;
 pub mod record;
 mod reopen;
@@ -103,6 +104,7 @@ struct Loaded {
     last_link: chain::Hash,
     last_change_hash: chain::Hash,
     last_event: (u64, chain::Hash),
+    last_expunge: (u64, chain::Hash),
     /// The checkpoint the fold started from, and the ones passed over.
     start: Start,
 }
@@ -147,12 +149,14 @@ impl Loaded {
             .last_link(from)?
             .map_or_else(chain::genesis, |(l, _)| l.hash);
         let last_event = store.last_event()?.unwrap_or((0, chain::event_genesis()));
+        let last_expunge = store.last_expunge()?.unwrap_or((0, expunge::genesis()));
         Ok(Self {
             projection,
             registry,
             last_link,
             last_change_hash,
             last_event,
+            last_expunge,
             start,
         })
     }
@@ -257,6 +261,7 @@ impl Ledger {
             last_link: loaded.last_link,
             last_change_hash: loaded.last_change_hash,
             last_event: loaded.last_event,
+            last_expunge: loaded.last_expunge,
         };
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()

@@ -83,6 +83,8 @@ pub struct Commit {
     /// against the projection, so no delivery can slip between the check and the commit).
     pub park: Option<(WebhookId, String)>,
     pub settings: Vec<(String, String)>,
+    /// Bodies to erase (committed alone, see [`super::expunge`]).
+    pub expunge: Vec<super::expunge::ExpungeOrder>,
 }
 
 /// The caller's answer: what was appended and where.
@@ -93,6 +95,8 @@ pub struct Receipt {
     /// The keys of the records appended by `park`.
     pub parked: Vec<DeliveryKey>,
     pub change_seqs: Vec<u64>,
+    /// The seqs of the expunge facts appended (see [`super::expunge`]).
+    pub expunges: Vec<u64>,
     pub recorded_at: Timestamp,
 }
 
@@ -113,6 +117,8 @@ pub(crate) struct Writer {
     pub last_change_hash: Hash,
     /// The last stored event's seq and chain hash.
     pub last_event: (u64, Hash),
+    /// The last expunge fact's seq and chain hash.
+    pub last_expunge: (u64, Hash),
 }
 
 impl Writer {
@@ -140,6 +146,10 @@ impl Writer {
             super::reopen::refuse(requests, &reason);
             return;
         }
+        let (erasing, requests): (Vec<_>, Vec<_>) = requests
+            .into_iter()
+            .partition(|r| !r.commit.expunge.is_empty());
+        let requests = self.refuse_expunged(requests);
         let now = self.now();
         let (requests, finished) = self.requeue_states(requests);
         let (staged, deferred) = self.stage(requests, None, &finished);
@@ -159,6 +169,9 @@ impl Writer {
         }
         if !deferred.is_empty() {
             self.with_lookup(deferred, None);
+        }
+        for r in erasing {
+            self.expunge(r);
         }
     }
 
@@ -183,7 +196,7 @@ impl Writer {
         }
     }
 
-    fn stage(
+    pub(super) fn stage(
         &self,
         requests: Vec<Request>,
         existing: Option<&[StoredEvent]>,
@@ -234,7 +247,7 @@ impl Writer {
     }
 
     /// The batch is durable: fold it in, then answer each caller with its seqs.
-    fn acknowledge(
+    pub(super) fn acknowledge(
         &mut self,
         staged: Vec<Staged>,
         batch: &CommitBatch,
@@ -254,6 +267,7 @@ impl Writer {
                     .by_ref()
                     .take(s.request.commit.changes.len())
                     .collect(),
+                expunges: batch.expunges.iter().map(|x| x.seq).collect(),
                 recorded_at: now,
             };
             let _ = s.request.reply.send(Ok(receipt));
@@ -263,7 +277,7 @@ impl Writer {
     /// Answers every request of a refused batch: `StorageUnavailable` when the disk refused it
     /// (remembered for `/healthz` until a commit succeeds), `CommitFailed` otherwise. Then the
     /// writer checks that its store still answers (see `reopen.rs`).
-    fn fail(&mut self, requests: impl IntoIterator<Item = Request>, error: LedgerError) {
+    pub(super) fn fail(&mut self, requests: impl IntoIterator<Item = Request>, error: LedgerError) {
         tracing::error!(error = %error, "ledger commit failed; nothing of this batch was acknowledged");
         let storage = error.is_storage();
         let message = match error {
@@ -287,7 +301,7 @@ impl Writer {
     }
 
     /// The batch's timestamp: the clock, truncated to microseconds, never before the last one.
-    fn now(&self) -> Timestamp {
+    pub(super) fn now(&self) -> Timestamp {
         let now = to_micros(self.clock.now());
         match self.shared.read_projection().last_recorded_at() {
             Some(last) if last > now => last,
@@ -305,7 +319,7 @@ impl Writer {
     }
 
     /// Gives records and changes their seqs, time and chain links.
-    fn build(
+    pub(super) fn build(
         &self,
         staged: &[Staged],
         now: Timestamp,
@@ -330,6 +344,8 @@ impl Writer {
                     app: e.app.clone(),
                     producer_id: e.producer_id.clone(),
                     format: e.format,
+                    body_digest: Some(super::chain::body_digest(&e.body)),
+                    expunged: false,
                 };
                 stored.hash = event_link(&prev_event, &stored);
                 prev_event = stored.hash;

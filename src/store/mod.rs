@@ -5,9 +5,13 @@
 //!
 //! Invariant: a store only appends. `commit` writes one batch atomically or not at all, and
 //! refuses a batch with an event id stored before, at any age; nothing here updates or deletes
-//! a ledger, chain, event or registry row. The one exception is projection checkpoints, a cache
-//! appended beside them: [`Store::delete_checkpoints`] removes old ones when they are thinned
-//! (`crate::ledger::checkpoint::thin`), which loses nothing but the time to fold again.
+//! a ledger, chain, event or registry row, with two exceptions. First, projection checkpoints,
+//! a cache appended beside them: [`Store::delete_checkpoints`] removes old ones when they are
+//! thinned (`crate::ledger::checkpoint::thin`), which loses nothing but the time to fold again.
+//! Second, an event's body: a batch's [`CommitBatch::expunges`] remove the bodies they name
+//! (erasure, by request or by the retention policy) in the same transaction that appends their
+//! chained facts; every other column of the event, its digest and its link stay
+//! (`crate::ledger::expunge`).
 //! A backend writes a batch's events last, so that the one constraint a commit can hit (a
 //! repeated event id) fails the batch's last write and the conformance suite's "a failed
 //! commit writes nothing" tests the rollback of everything written before it.
@@ -39,6 +43,11 @@ pub struct StoredEvent {
     pub producer_id: Option<String>,
     /// The body format (`None`: sent as stored; `Some(1)`: the payload).
     pub format: Option<u8>,
+    /// SHA-256 of `body`, what the event's link covers (`None`: stored before erasure, the
+    /// link covers the bytes; see [`crate::ledger::chain::event_link`]).
+    pub body_digest: Option<crate::ledger::chain::Hash>,
+    /// The body was erased (`body` is then empty; see [`crate::ledger::expunge`]).
+    pub expunged: bool,
 }
 
 impl StoredEvent {
@@ -89,11 +98,14 @@ pub struct CommitBatch {
     pub link: Option<(BatchLink, Timestamp)>,
     pub changes: Vec<StoredChange>,
     pub settings: Vec<(String, String)>,
+    /// Bodies erased by this batch, each with its chained fact (see [`crate::ledger::expunge`]).
+    pub expunges: Vec<crate::ledger::expunge::StoredExpunge>,
 }
 
 impl CommitBatch {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+            && self.expunges.is_empty()
             && self.records.is_empty()
             && self.changes.is_empty()
             && self.settings.is_empty()
@@ -218,6 +230,25 @@ pub trait Store: Send {
 
     /// The checkpoints stored at `seq`, in the order they were stored.
     fn checkpoints_at(&self, seq: u64) -> Result<Vec<StoredCheckpoint>>;
+
+    /// The last expunge fact's seq and chain hash, if any (a store without erasure has none).
+    fn last_expunge(&self) -> Result<Option<(u64, crate::ledger::chain::Hash)>> {
+        Ok(None)
+    }
+
+    /// Calls `f` with every expunge fact, in seq order.
+    fn scan_expunges(
+        &self,
+        _f: &mut dyn FnMut(crate::ledger::expunge::StoredExpunge) -> Result<()>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// The seq of the first event whose body is gone without a fact naming it, or whose fact
+    /// names it while its body is still there (`verify`).
+    fn first_unrecorded_expunge(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 
     /// Deletes every stored checkpoint at one of `seqs` (thinning: checkpoints are a cache, the
     /// one kind of row a store may delete), in one transaction; how many rows went.

@@ -13,6 +13,7 @@ mod crash_cycles;
 mod durability;
 mod engine;
 mod engine_restart;
+mod erasure;
 mod faults;
 mod head;
 mod hostile;

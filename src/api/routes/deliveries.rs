@@ -42,9 +42,9 @@ pub fn routes() -> ApiRouter<AppState> {
             "/deliveries/{webhook_id}/{event_id}/redeliver",
             post_with(redeliver, |op| {
                 op.summary("Requeue one finished delivery with a fresh budget")
-                    .description("409 if it is still live.")
+                    .description("409 if it is still live; 410 if its event's body was expunged.")
                     .response::<202, SortedJson<Requeued>>()
-                    .refuses(&[404, 409, 422])
+                    .refuses(&[404, 409, 410, 422])
             }),
         )
 }

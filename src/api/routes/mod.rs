@@ -22,6 +22,7 @@
 
 mod apps;
 mod deliveries;
+mod event_body;
 mod events;
 mod ledger;
 pub mod service;
@@ -48,6 +49,7 @@ pub fn v1() -> ApiRouter<AppState> {
         .merge(ledger::routes())
         .merge(whatif::routes())
         .merge(sql::routes())
+        .merge(event_body::routes())
 }
 
 /// What an app owns: its webhooks, events and deliveries. Served twice, with the same

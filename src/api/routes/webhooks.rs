@@ -67,8 +67,11 @@ pub fn routes() -> ApiRouter<AppState> {
             "/webhooks/{id}/recover",
             post_with(recover, |op| {
                 op.summary("Requeue its dead and parked deliveries that finished in a window")
-                    .description("409 when one of them changed state meanwhile; retry.")
-                    .refuses(&[404, 409, 422])
+                    .description(
+                        "409 when one of them changed state meanwhile; retry. 410 when every one \
+                         found is of an event whose body was expunged.",
+                    )
+                    .refuses(&[404, 409, 410, 422])
             }),
         )
         .api_route(

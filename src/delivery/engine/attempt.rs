@@ -27,6 +27,17 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move {
             engine.record(key, attempt, outcome).await;
+            // A body is only ever missing because it was expunged: park the delivery rather
+            // than retry it (refused, harmlessly, when that failure dead-parked it).
+            let reason = crate::ledger::expunge::PARK_REASON.to_owned();
+            let park = NewRecord::new(key, RecordBody::Parked { reason });
+            let _ = engine
+                .ledger
+                .commit(Commit {
+                    records: vec![park],
+                    ..Commit::default()
+                })
+                .await;
             engine.running.send_modify(|n| *n -= 1);
         });
     }

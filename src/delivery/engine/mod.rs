@@ -218,6 +218,11 @@ impl Engine {
         self.drain().await;
     }
 
+    /// Drops an expunged event's body from the memory kept for waiting deliveries.
+    pub fn forget_body(&self, event: EventId) {
+        self.waiting_bodies().forget(event);
+    }
+
     /// Makes the re-drive loop look at the due index now.
     pub fn wake(&self) {
         self.wake.notify_one();

@@ -106,6 +106,7 @@ impl Engine {
         found.extend(
             events
                 .into_iter()
+                .filter(|e| !e.expunged)
                 .map(|e| (e.event_id, Arc::new(EventBody::of(e)))),
         );
         Ok(found)
@@ -191,6 +192,16 @@ impl Engine {
     ) -> Result<usize> {
         let reader = self.ledger.reader()?;
         let finished = blocking(move || reader.finished_in_window(webhook, since, until)).await?;
+        // Deliveries of expunged events can never be sent again: left out (410 if only they).
+        let reader = self.ledger.reader()?;
+        let ids: Vec<EventId> = finished.iter().map(|(e, _)| *e).collect();
+        let gone =
+            crate::ledger::expunge::expunged_among(blocking(move || reader.events(&ids)).await?);
+        let (finished, skipped): (Vec<_>, Vec<_>) =
+            finished.into_iter().partition(|(e, _)| !gone.contains(e));
+        if let (true, Some((e, _))) = (finished.is_empty(), skipped.first()) {
+            return Err(LedgerError::BodyExpunged(*e));
+        }
         let due_at = self.clock.now();
         let records: Vec<NewRecord> = finished
             .into_iter()

@@ -25,6 +25,7 @@ mod arrow_scan;
 mod buckets;
 mod checks;
 mod events;
+mod expunges;
 mod idfilter;
 mod migrate;
 mod positions;
@@ -40,6 +41,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("../../../schema/002_audit_views.sql")),
     (3, include_str!("../../../schema/003_history.sql")),
     (4, include_str!("../../../schema/004_apps.sql")),
+    (5, include_str!("../../../schema/005_erasure.sql")),
 ];
 
 /// The schema version this build writes and understands.
@@ -305,6 +307,8 @@ impl DuckStore {
                 ])?;
         }
         self.append_changes(&batch.changes)?;
+        self.remove_bodies(&batch.expunges)?;
+        self.append_expunges(&batch.expunges)?;
         for (name, value) in &batch.settings {
             self.conn
                 .prepare_cached("INSERT OR REPLACE INTO settings VALUES (?, ?)")?
@@ -401,6 +405,11 @@ impl Store for DuckStore {
             let events: Vec<(u64, Uuid)> =
                 batch.events.iter().map(|e| (e.seq, e.event_id.0)).collect();
             b.committed(roll, &events);
+        }
+        if !batch.expunges.is_empty() {
+            if let Err(e) = self.scrub() {
+                expunges::scrub_failed(&e);
+            }
         }
         Ok(())
     }
@@ -651,6 +660,21 @@ impl Store for DuckStore {
             Some(r) => Some(r.get(0)?),
             None => None,
         })
+    }
+
+    fn last_expunge(&self) -> Result<Option<(u64, Hash)>> {
+        self.last_fact()
+    }
+
+    fn scan_expunges(
+        &self,
+        f: &mut dyn FnMut(crate::ledger::expunge::StoredExpunge) -> Result<()>,
+    ) -> Result<()> {
+        self.expunge_facts("ORDER BY seq", [], f)
+    }
+
+    fn first_unrecorded_expunge(&self) -> Result<Option<u64>> {
+        self.first_unrecorded()
     }
 
     fn delete_checkpoints(&mut self, seqs: &[u64]) -> Result<u64> {
