@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::delivery::backoff::RetrySchedule;
-use crate::delivery::engine::EngineConfig;
+use crate::delivery::engine::{EngineConfig, OpsConfig};
 use crate::delivery::guard::EgressPolicy;
 use crate::delivery::sender::{SenderConfig, DEFAULT_ATTEMPT_TIMEOUT};
 
@@ -84,6 +84,11 @@ impl DeliverySettings {
             egress: self.egress.clone(),
             ..SenderConfig::default()
         }
+    }
+
+    /// The engine's operations settings, with the key ring `serve` prepared.
+    pub fn ops_config(&self, keyring: Option<Arc<crate::secrets::Keyring>>) -> OpsConfig {
+        OpsConfig { keyring }
     }
 
     pub fn engine_config(&self) -> EngineConfig {

@@ -9,15 +9,18 @@
 //!   never reused (event ids are derived from it, see [`crate::ids::ProducerId::key`]) and its
 //!   tokens stop working.
 //! - **Tokens** scoped to one app are stored as SHA-256 digests only ([`apps`]).
-//! - Changes: webhook `created`, `updated`, `deactivated`, `secret_rotated`; `app_created`,
+//! - Changes: webhook `created`, `updated`, `deactivated`, `secret_rotated`,
+//!   `secret_resealed` (the same key sealed under a new main key); `app_created`,
 //!   `app_updated`, `app_deleted`; `token_issued`, `token_revoked`.
 //!
 //! Each change row carries its own SHA-256 link to the previous change (the registry changes
 //! rarely, so a per-row hash costs nothing that matters), so "who changed this URL, and when" is
 //! an audit query that cannot be quietly edited ([`row`]).
 //!
-//! Secrets are stored in the change rows (the sender needs them after a restart) and leave this
-//! module only as [`Secret`], whose `Debug` and `Display` print `whsec_***`.
+//! Secrets are stored in the change rows (the sender needs them after a restart), sealed by
+//! [`crate::secrets`] when the process has a key ring; they are folded in their stored form
+//! (no key is needed to fold, verify or audit) and leave this module only as [`Secret`], whose
+//! `Debug` and `Display` print `whsec_***`.
 //!
 //! A projection checkpoint stores the webhooks only; apps, tokens and the webhook-to-app index
 //! are folded from the change log at every open (so [`Registry`]'s equality compares the
@@ -97,6 +100,13 @@ pub enum Change {
         /// Until when the previous secret still signs alongside the new one.
         previous_until: Timestamp,
     },
+    /// The same signing key sealed again (under the current main key, see
+    /// [`crate::secrets`]): the key whose `until` is `until` (`None`: the current one) is
+    /// stored as `secret` from now on. Nothing about what signs changes.
+    SecretResealed {
+        secret: Secret,
+        until: Option<Timestamp>,
+    },
     AppCreated {
         app: AppUid,
         name: String,
@@ -130,6 +140,7 @@ impl Change {
             Change::Updated { .. } => "updated",
             Change::Deactivated { .. } => "deactivated",
             Change::SecretRotated { .. } => "secret_rotated",
+            Change::SecretResealed { .. } => "secret_resealed",
             Change::AppCreated { .. } => "app_created",
             Change::AppUpdated { .. } => "app_updated",
             Change::AppDeleted { .. } => "app_deleted",
@@ -451,6 +462,11 @@ impl Registry {
                         secret: prev.secret,
                         until: Some(*previous_until),
                     });
+                }
+            }
+            Change::SecretResealed { secret, until } => {
+                if let Some(k) = w.keys.iter_mut().find(|k| k.until == *until) {
+                    k.secret = secret.clone();
                 }
             }
             _ => {}

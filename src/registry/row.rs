@@ -85,7 +85,7 @@ impl StoredChange {
                 row.event_types = Some(event_types.join(","));
                 row.description = description.clone();
                 row.active = Some(true);
-                row.secret = Some(secret.expose());
+                row.secret = Some(secret.stored_form());
                 row.app = Some(app.to_string());
                 row.payload_format = Some(payload_format.as_str().to_owned());
             }
@@ -110,8 +110,12 @@ impl StoredChange {
                 secret,
                 previous_until,
             } => {
-                row.secret = Some(secret.expose());
+                row.secret = Some(secret.stored_form());
                 row.previous_until_us = Some(previous_until.timestamp_micros());
+            }
+            Change::SecretResealed { secret, until } => {
+                row.secret = Some(secret.stored_form());
+                row.previous_until_us = until.map(|t| t.timestamp_micros());
             }
             Change::AppCreated {
                 app,
@@ -197,7 +201,7 @@ impl StoredChange {
         let secret = || {
             self.secret
                 .as_deref()
-                .and_then(|s| Secret::parse(s).ok())
+                .and_then(|s| Secret::from_stored(s).ok())
                 .ok_or_else(|| bad("missing or invalid secret"))
         };
         let types = |s: Option<&String>| {
@@ -243,6 +247,10 @@ impl StoredChange {
                 secret: secret()?,
                 previous_until: ts(self.previous_until_us)
                     .ok_or_else(|| bad("missing previous_until"))?,
+            },
+            "secret_resealed" => Change::SecretResealed {
+                secret: secret()?,
+                until: ts(self.previous_until_us),
             },
             "app_created" => Change::AppCreated {
                 app: app()?,

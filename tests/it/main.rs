@@ -18,6 +18,8 @@ mod hostile;
 mod ledger_props;
 mod migration;
 mod openapi;
+mod ops_common;
+mod ops_secrets;
 mod refusals;
 mod scenarios;
 mod secrets;

@@ -62,6 +62,15 @@ pub struct EngineConfig {
     pub per_webhook: usize,
 }
 
+/// The operations settings beside [`EngineConfig`] (see [`Engine::with_ops`]); the default
+/// turns them all off, which is what [`Engine::new`] runs with.
+#[derive(Clone, Debug, Default)]
+pub struct OpsConfig {
+    /// Seals the secrets of registry changes and opens stored ones to sign (`None`: secrets
+    /// are stored as given, as before sealing existed).
+    pub keyring: Option<Arc<crate::secrets::Keyring>>,
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
@@ -135,6 +144,7 @@ pub struct Engine {
     sender: Sender,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
+    ops: OpsConfig,
     gates: Gates,
     /// Attempts spawned and not yet recorded, for draining.
     running: watch::Sender<usize>,
@@ -156,12 +166,24 @@ impl Engine {
         clock: Arc<dyn Clock>,
         config: EngineConfig,
     ) -> Arc<Self> {
+        Self::with_ops(ledger, sender, clock, config, OpsConfig::default())
+    }
+
+    /// An engine with operations settings (sealing, auto-disable).
+    pub fn with_ops(
+        ledger: Arc<Ledger>,
+        sender: Sender,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+        ops: OpsConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             gates: Gates::new(config.max_in_flight, config.per_webhook),
             ledger,
             sender,
             clock,
             config,
+            ops,
             running: watch::Sender::new(0),
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
@@ -176,6 +198,15 @@ impl Engine {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// `change` with its secret sealed under the current main key, when there is a key ring:
+    /// what every registry change from the API goes through before its commit.
+    pub fn seal_change(&self, change: crate::registry::Change) -> crate::registry::Change {
+        match &self.ops.keyring {
+            Some(ring) => ring.seal_change(change),
+            None => change,
+        }
     }
 
     /// Re-drives until `shutdown` turns true: sleeps until the earliest due time, or until a
