@@ -95,6 +95,14 @@ pub enum Change {
     Deactivated {
         reason: String,
     },
+    /// Deactivated by hookledger: every attempt failed since `first_failure` (`failures` of
+    /// them, the last with `last_error`). Stored as a `deactivated` row with reason
+    /// `auto_disabled` and the evidence as JSON in `metadata`.
+    AutoDisabled {
+        first_failure: Timestamp,
+        failures: u64,
+        last_error: String,
+    },
     SecretRotated {
         secret: Secret,
         /// Until when the previous secret still signs alongside the new one.
@@ -138,7 +146,7 @@ impl Change {
         match self {
             Change::Created { .. } => "created",
             Change::Updated { .. } => "updated",
-            Change::Deactivated { .. } => "deactivated",
+            Change::Deactivated { .. } | Change::AutoDisabled { .. } => "deactivated",
             Change::SecretRotated { .. } => "secret_rotated",
             Change::SecretResealed { .. } => "secret_resealed",
             Change::AppCreated { .. } => "app_created",
@@ -447,7 +455,7 @@ impl Registry {
                     p.format = *f;
                 }
             }
-            Change::Deactivated { .. } => w.active = false,
+            Change::Deactivated { .. } | Change::AutoDisabled { .. } => w.active = false,
             Change::SecretRotated {
                 secret,
                 previous_until,

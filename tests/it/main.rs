@@ -19,6 +19,7 @@ mod ledger_props;
 mod migration;
 mod openapi;
 mod ops_common;
+mod ops_disable;
 mod ops_secrets;
 mod refusals;
 mod scenarios;

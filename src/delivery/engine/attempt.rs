@@ -112,7 +112,7 @@ impl Engine {
         self.metrics.observe(&outcome);
         let active = self.webhook_active(key.webhook_id);
         let records = self.outcome_records(key, attempt, outcome, self.clock.now(), active);
-        let bodies = records.iter().map(|r| r.body.clone()).collect();
+        let bodies: Vec<RecordBody> = records.iter().map(|r| r.body.clone()).collect();
         let mut backoff = Backoff::new();
         loop {
             let commit = Commit {
@@ -120,7 +120,10 @@ impl Engine {
                 ..Commit::default()
             };
             match self.ledger.commit(commit).await {
-                Ok(_) => break,
+                Ok(_) => {
+                    self.observe_health(key.webhook_id, &bodies);
+                    break;
+                }
                 Err(e @ LedgerError::StorageUnavailable { .. })
                     if !self.stopping.load(Ordering::Relaxed) =>
                 {

@@ -21,11 +21,16 @@
 //!   once the disk is back (at shutdown the retries stop and the next start records the
 //!   attempt as abandoned); a failing re-drive pass backs off the same way instead of spinning.
 //!
+//! - Auto-disable ([`super::health`]): the outcomes it records feed each webhook's failing
+//!   span, and every re-drive pass deactivates (and parks the pending deliveries of) the
+//!   webhooks whose span is long enough by the injected clock ([`disable`]).
+//!
 //! Split by stage: [`publish`] (publish with fan-out, test deliveries), [`redrive`] (the due
 //! index, abandoned attempts, redeliver and recover) and [`attempt`] (sending one attempt and
 //! recording its outcome).
 
 mod attempt;
+mod disable;
 mod publish;
 mod redrive;
 
@@ -69,6 +74,8 @@ pub struct OpsConfig {
     /// Seals the secrets of registry changes and opens stored ones to sign (`None`: secrets
     /// are stored as given, as before sealing existed).
     pub keyring: Option<Arc<crate::secrets::Keyring>>,
+    /// When a webhook failing for long is deactivated ([`super::health`]).
+    pub disable: super::health::DisablePolicy,
 }
 
 impl Default for EngineConfig {
@@ -157,6 +164,8 @@ pub struct Engine {
     /// Bodies of published deliveries that wait for a permit (std Mutex: held for map
     /// operations only, never across an await).
     waiting: Mutex<WaitingBodies>,
+    /// Each webhook's failing span, for auto-disable (std Mutex, never held across an await).
+    health: Mutex<super::health::Health>,
 }
 
 impl Engine {
@@ -189,6 +198,7 @@ impl Engine {
             stopping: AtomicBool::new(false),
             metrics: Metrics::new(),
             waiting: Mutex::new(WaitingBodies::default()),
+            health: Mutex::new(Default::default()),
         })
     }
 
@@ -212,6 +222,9 @@ impl Engine {
     /// Re-drives until `shutdown` turns true: sleeps until the earliest due time, or until a
     /// commit lands, whichever is first. Then waits for attempts in flight to be recorded.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if let Err(e) = self.load_health().await {
+            tracing::error!(error = %e, "could not fold the webhooks' failing spans");
+        }
         let mut committed = self.ledger.shared().subscribe();
         let mut backoff = Backoff::new();
         while !*shutdown.borrow() {
