@@ -16,6 +16,8 @@
 //! - [`store`]: the storage trait and its DuckDB implementation; `schema/` holds the DDL.
 //! - [`delivery`]: what talks to receivers: signing, backoff, the URL guard, the HTTP sender
 //!   and the engine (publish, attempts, re-drive, park, recover).
+//! - [`secrets`]: the main-key ring that seals webhook signing secrets at rest, and `serve`'s
+//!   start-up check and re-seal.
 //! - [`config`]: delivery settings from `HOOKLEDGER_*` variables.
 //! - [`api`]: the HTTP API; [`metrics`]: its Prometheus figures; [`serve`]: the process that
 //!   runs it with the engine.
@@ -38,6 +40,7 @@ pub mod ids;
 pub mod ledger;
 pub mod metrics;
 pub mod registry;
+pub mod secrets;
 pub mod serve;
 pub mod sql;
 pub mod store;

@@ -59,12 +59,15 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         stats.elapsed.as_secs_f64() * 1000.0
     );
     let token = api_token(&ledger).await?;
+    let keyring =
+        crate::secrets::startup::prepare(&ledger, &options.db, chrono::Utc::now()).await?;
     let sender = Sender::new(settings.sender_config()).map_err(invalid)?;
-    let engine = Engine::new(
+    let engine = Engine::with_ops(
         ledger.clone(),
         sender,
         Arc::new(SystemClock),
         settings.engine_config(),
+        settings.ops_config(Some(keyring)),
     );
     engine.recover_abandoned().await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);

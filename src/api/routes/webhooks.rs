@@ -198,7 +198,7 @@ async fn commit_change(
     park: bool,
 ) -> ApiResult<Receipt> {
     let commit = Commit {
-        changes: vec![(id, change)],
+        changes: vec![(id, state.engine.seal_change(change))],
         park: park.then(|| (id, "webhook deactivated".to_owned())),
         ..Commit::default()
     };

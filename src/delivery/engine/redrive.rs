@@ -13,6 +13,7 @@ impl Engine {
     }
 
     pub(super) async fn redrive_pass(self: &Arc<Self>) -> Result<Pass> {
+        self.auto_disable().await?;
         let open = self.gates.free() + self.gates.ahead_room();
         if open == 0 {
             return Ok(Pass {
