@@ -399,6 +399,16 @@ async fn a_scoped_token_reaches_only_its_app_and_stops_working_once_revoked() {
         (Method::POST, "/v1/sql", Some(json!({"query": "SELECT 1"}))),
         (Method::GET, "/v1/verify", None),
         (Method::GET, "/v1/ledger/head", None),
+        (
+            Method::DELETE,
+            "/v1/events/evt-b/body",
+            Some(json!({"reason": "x"})),
+        ),
+        (
+            Method::DELETE,
+            "/v1/apps/a/events/evt-a/body",
+            Some(json!({"reason": "x"})),
+        ),
     ];
     for (method, path, body) in &operator_only {
         let (status, v) = api.call(method.clone(), path, &token, body.clone()).await;

@@ -405,6 +405,14 @@ async fn the_route_erases_once_refuses_bad_input_and_redeliver_answers_410() {
         (410, Some("body_expunged")),
         "{e}"
     );
+    // The delivery's audit trail shows the expunge's fact.
+    let (s, trail) = get(&format!("{}/v1/deliveries/{hook_id}/{id}", server.base)).await;
+    assert_eq!(s, 200, "{trail}");
+    assert_eq!(trail["body_expunged"]["actor"], "operator", "{trail}");
+    assert_eq!(
+        trail["body_expunged"]["seq"], status["fact"]["seq"],
+        "{trail}"
+    );
     assert!(server.stop().success());
     assert_eq!(
         occurrences(&db, token.as_bytes()),

@@ -129,6 +129,8 @@ pub struct Trail {
     event_key: EventId,
     state: DeliveryState,
     records: Vec<Record>,
+    /// The expunge of the event's body, when it was erased (its chained fact).
+    body_expunged: Option<super::event_body::Fact>,
 }
 
 /// A delivery's state and its full record history: the audit trail.
@@ -139,10 +141,11 @@ async fn delivery(
 ) -> ApiResult<SortedJson<Trail>> {
     let Found { key, app } = path.find(&state, &scope)?;
     let ledger = state.engine.ledger().clone();
-    let (records, producer) = blocking(move || {
+    let (records, producer, expunged) = blocking(move || {
         let records = ledger.history(key)?;
-        let producer = ledger.reader()?.producer_ids(&[key.event_id])?;
-        Ok((records, producer))
+        let reader = ledger.reader()?;
+        let producer = reader.producer_ids(&[key.event_id])?;
+        Ok((records, producer, reader.expunge_of(key.event_id)?))
     })
     .await?;
     let Some(last) = records.last() else {
@@ -161,6 +164,7 @@ async fn delivery(
         event_key: key.event_id,
         state: DeliveryState::after(last.kind()),
         records,
+        body_expunged: expunged.map(super::event_body::Fact::of),
     }))
 }
 

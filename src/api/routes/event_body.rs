@@ -1,7 +1,9 @@
 //! `/v1/events/{event_id}/body`: erasing one event's body now (`DELETE`, with a reason) and
 //! asking whether it was (`GET`: the chained fact). See [`crate::ledger::expunge`].
 //!
-//! The route is the operator's (the API token); the fact records `operator` as the actor. A
+//! The route is the operator's (the API token; a scoped token gets 403); the fact records
+//! `operator` as the actor. The event id is the producer's, in the route's app
+//! (`/v1/apps/{app}/events/{id}/body`; `default` on the unscoped route). A
 //! refused request (unknown event 404, already expunged 410, no reason 422) writes nothing.
 
 use aide::axum::routing::get_with;
@@ -14,6 +16,7 @@ use super::{blocking, ApiResult, Refusals};
 use crate::api::error::ApiError;
 use crate::api::extract::{Json, Path};
 use crate::api::openapi::SortedJson;
+use crate::api::scope::Scope;
 use crate::api::AppState;
 use crate::ids::{AppUid, EventId, ProducerId};
 use crate::ledger::expunge::{ExpungeOrder, StoredExpunge, OPERATOR};
@@ -28,7 +31,7 @@ pub fn routes() -> ApiRouter<AppState> {
         "/events/{event_id}/body",
         get_with(status, |op| {
             op.summary("Whether the event's body was expunged, and the fact if it was")
-                .refuses(&[404, 422])
+                .refuses(&[403, 404, 422])
         })
         .delete_with(expunge, |op| {
             op.summary("Erase the event's body now")
@@ -38,21 +41,23 @@ pub fn routes() -> ApiRouter<AppState> {
                      `body_expunged` and appends a chained fact (who, when, why). Redeliver and \
                      recover of the event answer 410 afterwards.",
                 )
-                .refuses(&[404, 410, 422])
+                .refuses(&[403, 404, 410, 422])
         }),
     )
 }
 
-/// `{event_id}`: the producer's id of an event of the default app (a UUID is its own id).
+/// `{event_id}`: the producer's id of an event of the request's app (a UUID is its own id in
+/// the default app).
 #[derive(Deserialize, JsonSchema)]
 pub struct EventPath {
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._:~-]{1,256}$"))]
     event_id: String,
 }
 
 impl EventPath {
-    fn key(&self) -> ApiResult<EventId> {
+    fn key(&self, app: &AppUid) -> ApiResult<EventId> {
         ProducerId::parse(&self.event_id)
-            .map(|p| p.key(&AppUid::default_app()))
+            .map(|p| p.key(app))
             .ok_or_else(|| {
                 ApiError::invalid(
                     "event_id",
@@ -87,7 +92,7 @@ pub struct Fact {
 }
 
 impl Fact {
-    fn of(x: StoredExpunge) -> Self {
+    pub(super) fn of(x: StoredExpunge) -> Self {
         Self {
             seq: x.seq,
             event_id: x.event_id,
@@ -121,10 +126,12 @@ pub struct BodyStatus {
 
 async fn expunge(
     State(state): State<AppState>,
+    scope: Scope,
     Path(path): Path<EventPath>,
     Json(req): Json<ExpungeRequest>,
 ) -> ApiResult<SortedJson<Expunged>> {
-    let event_id = path.key()?;
+    scope.operator()?;
+    let event_id = path.key(&scope.app())?;
     let reason = req.reason.trim();
     if reason.is_empty() || reason.chars().count() > MAX_REASON {
         return Err(ApiError::invalid("reason", "must be 1 to 1,000 characters"));
@@ -154,9 +161,11 @@ async fn expunge(
 
 async fn status(
     State(state): State<AppState>,
+    scope: Scope,
     Path(path): Path<EventPath>,
 ) -> ApiResult<SortedJson<BodyStatus>> {
-    let event_id = path.key()?;
+    scope.operator()?;
+    let event_id = path.key(&scope.app())?;
     let ledger = state.engine.ledger().clone();
     let (events, fact) = blocking(move || {
         let reader = ledger.reader()?;

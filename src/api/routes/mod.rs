@@ -1,7 +1,8 @@
 //! The routes, one file per resource, mirroring the URLs: [`apps`] (`/v1/apps...`: apps and
 //! their tokens), [`webhooks`] (`/v1/webhooks...`),
 //! [`events`] (`/v1/events`), [`deliveries`] (`/v1/deliveries...`), [`ledger`] (`/v1/state`,
-//! `/v1/ledger`, `/v1/ledger/head`, `/v1/verify`), [`whatif`] (`/v1/whatif`), [`sql`] (`/v1/sql`) and [`service`]
+//! `/v1/ledger`, `/v1/ledger/head`, `/v1/verify`), [`event_body`] (`/v1/events/{id}/body`:
+//! erasure), [`whatif`] (`/v1/whatif`), [`sql`] (`/v1/sql`) and [`service`]
 //! (`/healthz`, `/metrics`, `/openapi.json`, no token). Each file's `routes()` returns an aide
 //! [`ApiRouter`] whose paths are relative to where [`super::router`] mounts it.
 //!
@@ -49,7 +50,6 @@ pub fn v1() -> ApiRouter<AppState> {
         .merge(ledger::routes())
         .merge(whatif::routes())
         .merge(sql::routes())
-        .merge(event_body::routes())
 }
 
 /// What an app owns: its webhooks, events and deliveries. Served twice, with the same
@@ -59,6 +59,7 @@ fn app_resources() -> ApiRouter<AppState> {
     ApiRouter::new()
         .merge(webhooks::routes())
         .merge(events::routes())
+        .merge(event_body::routes())
         .merge(deliveries::routes())
 }
 
