@@ -659,6 +659,18 @@ async fn producer_ids_over_http_and_apps_refuse_what_they_should() {
         )
         .await;
     assert_eq!(status, 409, "a deleted uid is not reused");
+    // A body is a JSON object: serde would read a struct from an array of its fields.
+    for (path, body) in [
+        ("/v1/apps/default", json!([null, null])),
+        ("/v1/apps/default", json!([])),
+    ] {
+        let (status, v) = api.call(Method::PATCH, path, OPERATOR, Some(body)).await;
+        assert_eq!(
+            (status, v["error"]["code"].clone()),
+            (400, json!("bad_json")),
+            "{v}"
+        );
+    }
     let apps = api.ok(Method::GET, "/v1/apps", None).await;
     assert_eq!(apps["data"][0]["uid"], "default");
     assert_eq!(apps["data"].as_array().unwrap().len(), 1);
