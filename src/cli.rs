@@ -54,6 +54,9 @@ pub enum Command {
     /// Run one read-only SQL query over the ledger's tables and audit views, on a stopped file
     /// (`--db`) or through a running server (`--server`).
     Sql(crate::sql::cli::SqlArgs),
+    /// Erase one event's body now (a stopped database; the API's DELETE /v1/events/{id}/body
+    /// while serving), recording who, when and why as a chained fact.
+    Expunge(crate::erasure::cli::ExpungeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +124,9 @@ pub struct BenchArgs {
     /// How long the receiver waits before answering, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// Also run `commit` and `deliver` on this PostgreSQL server (each in a fresh schema).
+    #[arg(long)]
+    pub store: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -252,6 +258,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 concurrency: args.concurrency,
                 publishers: args.publishers,
                 receiver_latency: std::time::Duration::from_millis(args.latency_ms),
+                store: args.store,
                 ..crate::bench::Options::default()
             };
             let figures = crate::bench::run(&options, &mut |p| eprintln!("{p}"))?;
@@ -264,6 +271,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Head(args) => show_head(&args),
         Command::Sql(args) => crate::sql::cli::sql(&args),
+        Command::Expunge(args) => crate::erasure::cli::expunge(&args),
         Command::BenchOpen(args) => {
             crate::bench::history::open_child(&args.db.db, !args.no_checkpoints)?;
             Ok(ExitCode::SUCCESS)

@@ -11,14 +11,18 @@
 //! | `HOOKLEDGER_BODY_TIMEOUT` | a request body must be in this long after its head | `30s` |
 //! | `HOOKLEDGER_IDLE_TIMEOUT` | a connection on which nothing moved this long is closed; at most the header timeout | `10s` |
 //! | `HOOKLEDGER_MAX_CONNECTIONS` | connections served at once; one more is answered 503 and closed | `1024` |
+//! | `HOOKLEDGER_DISABLE_AFTER` | a webhook whose attempts all failed this long is deactivated; `0` turns it off | `5d` |
+//! | `HOOKLEDGER_DISABLE_MIN_FAILURES` | ... and only with at least this many failed attempts in that span | `5` |
+//! | `HOOKLEDGER_SECRET_KEY`, `_FILE` | the main key ring sealing signing secrets (read by [`crate::secrets::startup`]) | `<db>.key` |
 //! | `HOOKLEDGER_DRAIN_LIMIT` | bytes of a refused request's body read and discarded so that the client reads the refusal | `8388608` (8 MiB) |
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::delivery::backoff::RetrySchedule;
-use crate::delivery::engine::EngineConfig;
+use crate::delivery::engine::{EngineConfig, OpsConfig};
 use crate::delivery::guard::EgressPolicy;
+use crate::delivery::health::{DisablePolicy, DEFAULT_DISABLE_AFTER, DEFAULT_MIN_FAILURES};
 use crate::delivery::sender::{SenderConfig, DEFAULT_ATTEMPT_TIMEOUT};
 
 pub const RETRY_SCHEDULE: &str = "HOOKLEDGER_RETRY_SCHEDULE";
@@ -29,6 +33,8 @@ pub const BODY_TIMEOUT: &str = "HOOKLEDGER_BODY_TIMEOUT";
 pub const IDLE_TIMEOUT: &str = "HOOKLEDGER_IDLE_TIMEOUT";
 pub const MAX_CONNECTIONS: &str = "HOOKLEDGER_MAX_CONNECTIONS";
 pub const DRAIN_LIMIT: &str = "HOOKLEDGER_DRAIN_LIMIT";
+pub const DISABLE_AFTER: &str = "HOOKLEDGER_DISABLE_AFTER";
+pub const DISABLE_MIN_FAILURES: &str = "HOOKLEDGER_DISABLE_MIN_FAILURES";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {message}")]
@@ -43,6 +49,8 @@ pub struct DeliverySettings {
     pub schedule: RetrySchedule,
     pub egress: Arc<EgressPolicy>,
     pub attempt_timeout: Duration,
+    /// Auto-disable (`serve` turns it on by default).
+    pub disable: DisablePolicy,
 }
 
 impl DeliverySettings {
@@ -71,10 +79,31 @@ impl DeliverySettings {
             Some(v) => parse_timeout(&v).map_err(|e| invalid(ATTEMPT_TIMEOUT)(&e))?,
             None => DEFAULT_ATTEMPT_TIMEOUT,
         };
+        let after = match get(DISABLE_AFTER) {
+            Some(v) if v.trim() == "0" => None,
+            Some(v) => Some(parse_timeout(&v).map_err(|e| invalid(DISABLE_AFTER)(&e))?),
+            None => Some(DEFAULT_DISABLE_AFTER),
+        };
+        let min_failures = match get(DISABLE_MIN_FAILURES) {
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(ConfigError {
+                        var: DISABLE_MIN_FAILURES,
+                        message: format!("`{v}` is not a whole number of at least 1"),
+                    })
+                }
+            },
+            None => DEFAULT_MIN_FAILURES,
+        };
         Ok(Self {
             schedule,
             egress: Arc::new(egress),
             attempt_timeout,
+            disable: DisablePolicy {
+                after,
+                min_failures,
+            },
         })
     }
 
@@ -83,6 +112,14 @@ impl DeliverySettings {
             attempt_timeout: self.attempt_timeout,
             egress: self.egress.clone(),
             ..SenderConfig::default()
+        }
+    }
+
+    /// The engine's operations settings, with the key ring `serve` prepared.
+    pub fn ops_config(&self, keyring: Option<Arc<crate::secrets::Keyring>>) -> OpsConfig {
+        OpsConfig {
+            keyring,
+            disable: self.disable,
         }
     }
 
@@ -196,6 +233,14 @@ mod tests {
         assert_eq!(s.schedule.max_attempts(), 8);
         assert_eq!(s.attempt_timeout, Duration::from_secs(15));
         assert!(s.egress.is_empty());
+        assert_eq!(s.disable.after, Some(Duration::from_secs(5 * 86_400)));
+        assert_eq!(
+            settings(&[(DISABLE_AFTER, "0")]).unwrap().disable.after,
+            None
+        );
+        let s = settings(&[(DISABLE_AFTER, "1h"), (DISABLE_MIN_FAILURES, "2")]).unwrap();
+        assert_eq!(s.disable.after, Some(Duration::from_secs(3600)));
+        assert_eq!(s.disable.min_failures, 2);
     }
 
     #[test]
@@ -275,6 +320,8 @@ mod tests {
             (EGRESS_ALLOW, "not a host!"),
             (ATTEMPT_TIMEOUT, "forever"),
             (ATTEMPT_TIMEOUT, "0s"),
+            (DISABLE_AFTER, "soon"),
+            (DISABLE_MIN_FAILURES, "0"),
         ] {
             let err = settings(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);

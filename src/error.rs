@@ -50,6 +50,13 @@ pub enum LedgerError {
     #[error("no delivery {0}")]
     UnknownDelivery(DeliveryKey),
 
+    #[error("no event {0}")]
+    UnknownEvent(crate::ids::EventId),
+
+    /// The event's body was erased (`crate::ledger::expunge`): it can never be sent again.
+    #[error("the body of event {0} was expunged")]
+    BodyExpunged(crate::ids::EventId),
+
     #[error("the commit failed and nothing of it was written: {0}")]
     CommitFailed(String),
 
@@ -61,6 +68,11 @@ pub enum LedgerError {
 
     #[error("the ledger writer has stopped")]
     WriterGone,
+
+    /// Several nodes (`crate::cluster`): an attempt of a delivery of `webhook` was refused
+    /// because its partition is not leased to this node (another node attempts it).
+    #[error("webhook {webhook}'s deliveries are attempted by another node")]
+    NotLeased { webhook: crate::ids::WebhookId },
 
     #[error("{0}")]
     Invalid(String),

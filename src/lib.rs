@@ -18,25 +18,32 @@
 //!   `schema/pg/` hold the DDL.
 //! - [`delivery`]: what talks to receivers: signing, backoff, the URL guard, the HTTP sender
 //!   and the engine (publish, attempts, re-drive, park, recover).
+//! - [`secrets`]: the main-key ring that seals webhook signing secrets at rest, and `serve`'s
+//!   start-up check and re-seal.
 //! - [`config`]: delivery settings from `HOOKLEDGER_*` variables.
 //! - [`api`]: the HTTP API; [`metrics`]: its Prometheus figures; [`serve`]: the process that
 //!   runs it with the engine.
 //! - [`cli`]: the `hookledger` command; [`bench`]: its benchmark scenarios.
 //! - [`sql`]: auditors' read-only SQL (guard, limits, rendering) for `POST /v1/sql` and
 //!   `hookledger sql`.
+//! - [`erasure`]: body retention (`HOOKLEDGER_BODY_RETENTION`) and `hookledger expunge`;
+//!   what an expunge is and what `verify` checks after one is [`ledger::expunge`].
 //! - [`whatif`]: replays the ledger's real failures under a candidate retry policy.
 
 pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
+pub mod erasure;
 pub mod error;
 pub mod ids;
 pub mod ledger;
 pub mod metrics;
 pub mod registry;
+pub mod secrets;
 pub mod serve;
 pub mod sql;
 pub mod store;

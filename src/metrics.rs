@@ -127,14 +127,7 @@ impl Metrics {
 
     /// The Prometheus text exposition, with the gauges read from `counts` and `fold` now.
     pub fn render(&self, counts: Counts, ledger_seq: u64, fold: &RebuildStats) -> String {
-        let by_state = [
-            ("pending", counts.pending),
-            ("in_attempt", counts.in_attempt),
-            ("delivered", counts.delivered),
-            ("dead", counts.dead),
-            ("parked", counts.parked),
-        ];
-        for (state, n) in by_state {
+        for (state, n) in counts.by_state() {
             self.deliveries
                 .get_or_create(&StateLabels { state })
                 .set(gauge_value(n));
@@ -147,6 +140,35 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppStateLabels {
+    app: String,
+    state: &'static str,
+}
+
+/// One app's deliveries by state (`GET /metrics?app=`), as `hookledger_deliveries` with an
+/// `app` label: a scrape per app adds up to the unlabelled figures.
+pub fn render_app(app: &str, counts: Counts) -> String {
+    let deliveries = Family::<AppStateLabels, Gauge>::default();
+    for (state, n) in counts.by_state() {
+        deliveries
+            .get_or_create(&AppStateLabels {
+                app: app.to_owned(),
+                state,
+            })
+            .set(gauge_value(n));
+    }
+    let mut registry = Registry::with_prefix("hookledger");
+    registry.register(
+        "deliveries",
+        "One app's deliveries in the ledger by state",
+        deliveries,
+    );
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
 }
 
 fn gauge_value(n: u64) -> i64 {

@@ -64,15 +64,38 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         stats.elapsed.as_secs_f64() * 1000.0
     );
     let token = api_token(&ledger).await?;
+    let db_file = match &options.location {
+        Location::Duck(path) => Some(path.as_path()),
+        Location::Postgres(_) => None,
+    };
+    let keyring = crate::secrets::startup::prepare(&ledger, db_file, chrono::Utc::now()).await?;
     let sender = Sender::new(settings.sender_config()).map_err(invalid)?;
-    let engine = Engine::new(
+    let engine = Engine::with_ops(
         ledger.clone(),
         sender,
         Arc::new(SystemClock),
         settings.engine_config(),
+        settings.ops_config(Some(keyring)),
     );
-    engine.recover_abandoned().await?;
+    // Beside other nodes, attempts cut off by a stop are abandoned by whoever takes their
+    // partitions (`crate::cluster`); alone, every attempt left open was this process's.
+    let cluster = match ledger.reader()? {
+        crate::store::any::AnyStore::Pg(pg) => Some(join_cluster(pg, &ledger, &engine).await?),
+        crate::store::any::AnyStore::Duck(_) => {
+            engine.recover_abandoned().await?;
+            None
+        }
+    };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
+    if let Some(policy) = crate::erasure::retention::Retention::from_env()? {
+        let task = crate::erasure::retention::run(
+            ledger.clone(),
+            Arc::new(SystemClock),
+            policy,
+            shutdown.clone(),
+        );
+        tokio::spawn(task);
+    }
     let redrive = tokio::spawn(engine.clone().run(shutdown));
     let state = AppState {
         engine,
@@ -96,8 +119,41 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     .await;
     let _ = stop.send(true);
     let _ = redrive.await;
+    if let Some(leases) = cluster {
+        // The engine has drained: nothing of this node is in an attempt any more.
+        tokio::task::spawn_blocking(move || leases.leave())
+            .await
+            .map_err(invalid)??;
+        println!("left the cluster: its partitions are free for the other nodes");
+    }
     println!("stopped");
     Ok(())
+}
+
+/// Takes this node's place beside the others on one PostgreSQL database: a node id, the
+/// membership the writer fences with, and the lease loop (its first round done).
+async fn join_cluster(
+    store: crate::store::pg::PgStore,
+    ledger: &Arc<Ledger>,
+    engine: &Arc<Engine>,
+) -> Result<crate::cluster::lease::LeaseLoop> {
+    let membership = Arc::new(crate::cluster::Membership::new(uuid::Uuid::new_v4()));
+    ledger.shared().set_cluster(membership.clone());
+    let (shared, woken) = (ledger.shared().clone(), engine.clone());
+    let m = membership.clone();
+    let leases = tokio::task::spawn_blocking(move || {
+        crate::cluster::lease::LeaseLoop::start(store, shared, m, Box::new(move || woken.wake()))
+    })
+    .await
+    .map_err(invalid)??;
+    println!(
+        "node {} on PostgreSQL: {} live node(s), holds {} of {} webhook partitions",
+        membership.node,
+        membership.live_nodes(),
+        membership.held().count_ones(),
+        crate::cluster::PARTITIONS
+    );
+    Ok(leases)
 }
 
 /// `HOOKLEDGER_API_TOKEN`, or the token stored at first start (generated and printed once).

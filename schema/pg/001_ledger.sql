@@ -1,6 +1,6 @@
 -- hookledger PostgreSQL schema 1: the ledger, its chain, events, the webhook registry,
--- settings and projection checkpoints, with the columns DuckDB's schema 4 has
--- (schema/001_ledger.sql .. 004_apps.sql), typed for PostgreSQL. hookledger never issues UPDATE
+-- settings, erasure facts and projection checkpoints, with the columns DuckDB's schema 5
+-- has (schema/001_ledger.sql .. 005_erasure.sql), typed for PostgreSQL. hookledger never issues UPDATE
 -- or DELETE against the logs here (only `settings` is a key-value table, and
 -- `projection_checkpoints` a cache that thinning deletes from). Unsigned DuckDB types map to the
 -- next wider signed type: UTINYINT -> smallint, USMALLINT -> integer, UINTEGER -> bigint.
@@ -44,15 +44,31 @@ CREATE TABLE events (
     event_id     uuid        PRIMARY KEY,     -- the key derived from app and producer id
     event_type   text        NOT NULL,
     published_at timestamptz NOT NULL,
-    body         bytea       NOT NULL,
+    body         bytea,                       -- NULL: expunged (src/ledger/expunge.rs)
     hash         bytea       NOT NULL,
     app          text,                        -- NULL: the default app
     producer_id  text,                        -- NULL: the UUID is the producer's id
-    format       smallint                     -- NULL: sent as stored; 1: the payload
+    format       smallint,                    -- NULL: sent as stored; 1: the payload
+    body_digest  bytea                        -- SHA-256 of the body, what a v3 link covers
 );
 
 -- Every event (the name DuckDB's bucketed events have; PostgreSQL needs no buckets).
 CREATE VIEW events_all AS SELECT * FROM events;
+
+-- One row per erased body: an immutable fact, chained to the previous one (`hash`, see
+-- src/ledger/expunge.rs), appended in the transaction that sets the event's body to NULL.
+CREATE TABLE event_expunges (
+    seq          bigint      PRIMARY KEY, -- gapless from 1
+    recorded_at  timestamptz NOT NULL,
+    event_id     uuid        NOT NULL UNIQUE,
+    event_seq    bigint      NOT NULL,    -- the event's seq in its own chain
+    event_hash   bytea       NOT NULL,    -- the event's chain hash
+    body_digest  bytea       NOT NULL,    -- SHA-256 of the removed body
+    link_version smallint    NOT NULL,    -- the event's link version (3 on PostgreSQL)
+    actor        text        NOT NULL,    -- `operator`, or the policy (`policy:body_retention=30d`)
+    reason       text        NOT NULL,
+    hash         bytea       NOT NULL
+);
 
 -- The webhook registry's own append-only log; each row chains to the previous one.
 CREATE TABLE webhook_changes (

@@ -29,3 +29,10 @@ CREATE VIEW webhook_history AS
 SELECT seq, recorded_at, kind, coalesce(app, 'default') AS app, webhook_id, url, event_types,
        description, active, payload_format, name, metadata, token_id, reason
 FROM webhook_changes;
+
+-- Every erased body, with the producer's event id and the app.
+CREATE VIEW body_expunges AS
+SELECT x.seq, x.recorded_at, coalesce(e.app, 'default') AS app,
+       coalesce(e.producer_id, x.event_id::text) AS producer_event_id, x.event_id,
+       x.actor, x.reason, encode(x.body_digest, 'hex') AS body_digest
+FROM event_expunges x LEFT JOIN events_all e ON e.event_id = x.event_id;

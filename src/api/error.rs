@@ -21,7 +21,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ErrorDetail {
     /// A stable machine-readable code: `bad_json`, `bad_query`, `bad_path`, `invalid`,
-    /// `unauthorized`, `not_found`, `method_not_allowed`, `conflict`, `too_large`,
+    /// `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`, `conflict`, `too_large`,
     /// `unsupported_media_type`, `storage_unavailable`, `unavailable`.
     pub code: String,
     /// For people; not stable.
@@ -188,15 +188,18 @@ impl From<LedgerError> for ApiError {
         let (status, code) = match &e {
             LedgerError::EventExists { .. } => (StatusCode::CONFLICT, "conflict"),
             LedgerError::UnknownDelivery(_) => (StatusCode::NOT_FOUND, "not_found"),
-            LedgerError::InvalidTransition { .. } | LedgerError::Invalid(_) => {
-                (StatusCode::CONFLICT, "conflict")
-            }
+            LedgerError::UnknownEvent(_) => (StatusCode::NOT_FOUND, "not_found"),
+            LedgerError::BodyExpunged(_) => (StatusCode::GONE, "body_expunged"),
+            // A registry change refused by the writer's check (a race another request won).
+            LedgerError::InvalidTransition { .. }
+            | LedgerError::Invalid(_)
+            | LedgerError::InvalidChange { .. } => (StatusCode::CONFLICT, "conflict"),
             LedgerError::StorageUnavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
             }
-            LedgerError::CommitFailed(_) | LedgerError::WriterGone => {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-            }
+            LedgerError::CommitFailed(_)
+            | LedgerError::WriterGone
+            | LedgerError::NotLeased { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {

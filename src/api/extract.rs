@@ -7,9 +7,11 @@
 use aide::generate::GenContext;
 use aide::openapi::{Operation, Response, StatusCode as DocStatus};
 use aide::OperationInput;
-use axum::extract::rejection::PathRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::StatusCode;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
@@ -90,7 +92,9 @@ impl<T: JsonSchema> OperationInput for Query<T> {
 }
 
 /// `axum::Json` as a request body, refusing with 400 `bad_json` (naming the field when serde
-/// does), 413 `too_large` or 415 `unsupported_media_type`.
+/// does), 413 `too_large` or 415 `unsupported_media_type`. Every body is a JSON object: serde
+/// would also read a struct from an array of its fields in order (`[null, null]`), which no
+/// document describes, so anything but an object is refused first.
 #[derive(Debug)]
 pub struct Json<T>(pub T);
 
@@ -102,11 +106,42 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        axum::Json::<T>::from_request(req, state)
+        if !json_content_type(req.headers()) {
+            return Err(ApiError {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code: "unsupported_media_type",
+                message: "Expected request with `Content-Type: application/json`".into(),
+                field: Some("body".into()),
+            });
+        }
+        let bytes = Bytes::from_request(req, state)
             .await
+            .map_err(|e| ApiError::from(JsonRejection::from(e)))?;
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{') {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad_json",
+                message: "the body must be a JSON object".into(),
+                field: Some("body".into()),
+            });
+        }
+        axum::Json::<T>::from_bytes(&bytes)
             .map(|axum::Json(value)| Json(value))
             .map_err(ApiError::from)
     }
+}
+
+/// `application/json` or any `+json` type, as axum's own `Json` accepts.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+        .is_some_and(|m| {
+            m.type_() == "application"
+                && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"))
+        })
 }
 
 impl<T: JsonSchema> OperationInput for Json<T> {

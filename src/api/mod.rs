@@ -1,6 +1,8 @@
 //! The HTTP API (axum): routes under `/v1` need `Authorization: Bearer <token>` (the scheme in
-//! any case), compared in constant time; `/healthz`, `/metrics` (counts only: no ids, URLs or
-//! secrets) and `/openapi.json` do not. Handlers validate input at the boundary and answer
+//! any case): the operator token, compared in constant time, or a token scoped to one app
+//! ([`scope`]: it sees only that app, and another app's objects answer 404); `/healthz`,
+//! `/metrics` (counts only: no ids, URLs or secrets; `?app=` needs a token) and
+//! `/openapi.json` do not. Handlers validate input at the boundary and answer
 //! errors as `{"error": {"code", "message", "field"}}` (see [`error`]), unknown routes and
 //! methods included. Nothing is written for a refused request.
 //!
@@ -15,6 +17,7 @@ pub mod error;
 mod extract;
 pub mod openapi;
 mod routes;
+pub mod scope;
 pub mod server;
 
 use std::sync::Arc;
@@ -31,6 +34,7 @@ use subtle::ConstantTimeEq;
 use crate::delivery::engine::Engine;
 use crate::delivery::guard::EgressPolicy;
 use error::ApiError;
+use scope::Caller;
 
 /// The default payload limit of `POST /v1/events`.
 pub const DEFAULT_MAX_PAYLOAD: usize = 256 * 1024;
@@ -80,7 +84,7 @@ async fn method_not_allowed(
     uri: Uri,
     headers: HeaderMap,
 ) -> ApiError {
-    if uri.path().starts_with("/v1/") && !authorized(&headers, &state.token) {
+    if uri.path().starts_with("/v1/") && caller(&headers, &state).is_none() {
         return ApiError::unauthorized();
     }
     ApiError {
@@ -91,24 +95,36 @@ async fn method_not_allowed(
     }
 }
 
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    headers
+/// The caller a request's bearer token names: the operator token, or a live token scoped to
+/// a live app (looked up by its digest, see [`crate::registry::apps::Apps::token_app`]).
+pub(crate) fn caller(headers: &HeaderMap, state: &AppState) -> Option<Caller> {
+    let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer)
-        .is_some_and(|presented| same_token(presented, token))
+        .and_then(bearer)?;
+    if same_token(presented, &state.token) {
+        return Some(Caller::Operator);
+    }
+    if !presented.starts_with(crate::registry::apps::TOKEN_PREFIX) {
+        return None;
+    }
+    let registry = state.engine.ledger().shared().read_registry();
+    registry
+        .apps()
+        .token_app(presented)
+        .cloned()
+        .map(Caller::App)
 }
 
+/// Puts the [`Caller`] on the request, or refuses it with 401.
 async fn require_token(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if authorized(request.headers(), &state.token) {
-        Ok(next.run(request).await)
-    } else {
-        Err(ApiError::unauthorized())
-    }
+    let caller = caller(request.headers(), &state).ok_or_else(ApiError::unauthorized)?;
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
 }
 
 /// The token of an `Authorization: Bearer <token>` value: the scheme is case-insensitive

@@ -72,18 +72,29 @@ impl OperationOutput for ApiError {
 
 /// What each refusal status means, for the document. A status not listed here cannot be
 /// documented (and [`Refusals::refuses`] panics on it: a test builds the document).
-const REFUSALS: [(u16, &str); 9] = [
+const REFUSALS: [(u16, &str); 11] = [
     (
         400,
         "The body, query or a path parameter could not be read (`bad_json`, `bad_query`, \
          `bad_path`); `field` names it.",
     ),
     (401, "Missing or wrong bearer token (`unauthorized`)."),
-    (404, "No such object (`not_found`)."),
+    (
+        403,
+        "A token scoped to one app on a route that needs the operator token (`forbidden`).",
+    ),
+    (
+        404,
+        "No such object (`not_found`), or one of an app the token may not see.",
+    ),
     (
         409,
         "Conflicts with the ledger's state (`conflict`): an event id published before with \
          another body, a delivery still live, an inactive webhook.",
+    ),
+    (
+        410,
+        "The event's body was expunged (`body_expunged`): it can never be sent again.",
     ),
     (413, "The body is over the payload limit (`too_large`)."),
     (

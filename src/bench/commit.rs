@@ -14,14 +14,19 @@ use crate::error::{LedgerError, Result};
 use crate::ids::{DeliveryKey, EventId, WebhookId};
 use crate::ledger::record::{NewRecord, RecordBody};
 use crate::ledger::writer::{Commit, NewEvent};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, LedgerOptions};
+use crate::store::any::Location;
+
+fn duck(path: std::path::PathBuf) -> Location {
+    Location::Duck(path)
+}
 use crate::store::Store;
 
 /// Sequential commits timed for the latency figures.
 const SAMPLES: usize = 200;
 
-pub fn run(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
-    let durable = commit_latency(&dir.join("commit.duckdb"), SAMPLES)?;
+pub fn run(dir: &Path, store: Option<&str>, progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
+    let durable = commit_latency(&duck(dir.join("commit.duckdb")), SAMPLES)?;
     progress("commit: sequential commits done");
     let p50 = quantile(&durable, 0.5) as f64 / 1e6;
     let mut figures = vec![
@@ -54,6 +59,28 @@ pub fn run(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
         "µs",
         None,
     ));
+    if let Some(url) = store {
+        let schema = super::pg::BenchSchema::create(url)?;
+        let on_pg = commit_latency(&schema.location(), SAMPLES)?;
+        progress("commit: sequential commits on PostgreSQL done");
+        let pg50 = quantile(&on_pg, 0.5) as f64 / 1e6;
+        figures.push(figure(
+            "commit",
+            "pg_p50",
+            "one commit on PostgreSQL (lock, catch-up check, 1 event + 2 records, unlock), p50 (ratio: DuckDB's p50 / this)",
+            pg50,
+            "ms",
+            Some(p50 / pg50.max(1e-9)),
+        ));
+        figures.push(figure(
+            "commit",
+            "pg_p99",
+            "one commit on PostgreSQL, p99",
+            quantile(&on_pg, 0.99) as f64 / 1e6,
+            "ms",
+            None,
+        ));
+    }
     let single = 1000.0 / p50.max(1e-9);
     for callers in [16usize, 256] {
         let path = dir.join(format!("group-{callers}.duckdb"));
@@ -87,7 +114,7 @@ pub fn run(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
 /// The median durable commit of a publish-sized commit, in a fresh database, in nanoseconds:
 /// the reference for publish latency (used by `deliver` in the same run too).
 pub fn one_commit_ns(dir: &Path, samples: usize) -> Result<u64> {
-    let durable = commit_latency(&dir.join("commit-reference.duckdb"), samples)?;
+    let durable = commit_latency(&duck(dir.join("commit-reference.duckdb")), samples)?;
     Ok(quantile(&durable, 0.5))
 }
 
@@ -123,8 +150,8 @@ fn bulk_row_ns(path: &Path) -> Result<u64> {
 }
 
 /// `samples` sequential publish-sized commits; their latencies in nanoseconds, sorted.
-fn commit_latency(path: &Path, samples: usize) -> Result<Vec<u64>> {
-    let ledger = Ledger::open(path, Arc::new(SystemClock))?;
+fn commit_latency(at: &Location, samples: usize) -> Result<Vec<u64>> {
+    let ledger = Ledger::open_at(at, Arc::new(SystemClock), &LedgerOptions::default())?;
     let webhook = WebhookId::new();
     let mut took = Vec::with_capacity(samples);
     for i in 0..samples + 10 {

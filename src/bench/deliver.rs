@@ -27,6 +27,7 @@ use crate::ids::WebhookId;
 use crate::ledger::writer::Commit;
 use crate::ledger::Ledger;
 use crate::registry::Change;
+use crate::store::any::Location;
 
 /// Share of first attempts the receiver refuses in `retry`.
 const RETRY_FAIL_SHARE: f64 = 0.3;
@@ -110,7 +111,7 @@ pub fn run(
         let mut deliver_db = None;
         if want.contains(&"deliver") {
             let path = dir.join("deliver.duckdb");
-            let full = drive(&path, spec(0.0, "5s")?, progress).await?;
+            let full = drive(&duck(&path), spec(0.0, "5s")?, progress).await?;
             figures.extend(throughput("deliver", &full, base, o));
             let per = us_per(full.cpu, full.deliveries);
             let ceiling = base_cpu.map(|b| b / per);
@@ -130,13 +131,40 @@ pub fn run(
                 pace: Some(events_per_s),
                 ..spec(0.0, "5s")?
             };
-            let half = drive(&dir.join("deliver-half.duckdb"), paced, progress).await?;
+            let half = drive(&duck(&dir.join("deliver-half.duckdb")), paced, progress).await?;
             figures.extend(half_rate(&half, commit_ns));
+            if let Some(url) = &o.store {
+                let url = url.clone();
+                let schema = tokio::task::spawn_blocking(move || super::pg::BenchSchema::create(&url))
+                    .await
+                    .map_err(|e| LedgerError::Invalid(e.to_string()))??;
+                let on_pg = drive(&schema.location(), spec(0.0, "5s")?, progress).await?;
+                let pg_rate = rate(on_pg.deliveries, on_pg.elapsed);
+                figures.push(figure(
+                    "deliver",
+                    "pg_rate",
+                    "published → delivered on PostgreSQL, one node (ratio to the same on DuckDB; target ≥ 0.5)",
+                    pg_rate,
+                    "deliveries/s",
+                    Some(pg_rate / rate(full.deliveries, full.elapsed).max(1e-9)),
+                ));
+                figures.push(cpu_figure(
+                    "deliver",
+                    "per delivery on PostgreSQL (this process only, not the server)",
+                    us_per(on_pg.cpu, on_pg.deliveries),
+                    on_pg.cpu,
+                    on_pg.elapsed,
+                    None,
+                ));
+                tokio::task::spawn_blocking(move || drop(schema))
+                    .await
+                    .map_err(|e| LedgerError::Invalid(e.to_string()))?;
+            }
             deliver_db = Some((path, full.deliveries));
         }
         if want.contains(&"retry") {
             let path = dir.join("retry.duckdb");
-            let run = drive(&path, spec(RETRY_FAIL_SHARE, RETRY_SCHEDULE)?, progress).await?;
+            let run = drive(&duck(&path), spec(RETRY_FAIL_SHARE, RETRY_SCHEDULE)?, progress).await?;
             figures.extend(throughput("retry", &run, base, o));
         }
         if want.contains(&"disk") {
@@ -144,7 +172,7 @@ pub fn run(
                 Some(found) => found,
                 None => {
                     let path = dir.join("disk.duckdb");
-                    let run = drive(&path, spec(0.0, "5s")?, progress).await?;
+                    let run = drive(&duck(&path), spec(0.0, "5s")?, progress).await?;
                     (path, run.deliveries)
                 }
             };
@@ -152,6 +180,10 @@ pub fn run(
         }
         Ok(figures)
     })
+}
+
+fn duck(path: &Path) -> Location {
+    Location::Duck(path.to_owned())
 }
 
 fn us_per(cpu: Duration, n: u64) -> f64 {
@@ -294,7 +326,7 @@ fn half_rate(run: &Run, commit_ns: u64) -> Vec<Figure> {
 
 /// Publishes `spec.events` events through the engine and waits until every delivery is
 /// recorded delivered.
-async fn drive(path: &Path, spec: Spec, progress: &mut dyn FnMut(&str)) -> Result<Run> {
+async fn drive(at: &Location, spec: Spec, progress: &mut dyn FnMut(&str)) -> Result<Run> {
     let tape = Arc::new(Tape::new(
         spec.events,
         spec.webhooks,
@@ -303,7 +335,15 @@ async fn drive(path: &Path, spec: Spec, progress: &mut dyn FnMut(&str)) -> Resul
     ));
     let base_url = receiver::start(tape.clone()).await?;
     let clock = Arc::new(SystemClock);
-    let ledger = Arc::new(Ledger::open(path, clock.clone())?);
+    let opened = {
+        let (at, clock) = (at.clone(), clock.clone());
+        tokio::task::spawn_blocking(move || {
+            Ledger::open_at(&at, clock, &crate::ledger::LedgerOptions::default())
+        })
+        .await
+        .map_err(|e| LedgerError::Invalid(e.to_string()))??
+    };
+    let ledger = Arc::new(opened);
     let changes = (0..spec.webhooks)
         .map(|w| {
             let change = Change::Created {

@@ -15,6 +15,7 @@
 //! | `commit` | one durable commit of a few rows; group commit under concurrent publishers | [`commit`] |
 //! | `due` | a re-drive pass's pick (`due_fair`: 256 at most, 16 a webhook, over 64 webhooks, a quarter of them stalled) with 10 k vs. 1 M pending; projection memory | [`due`] |
 //! | `whatif` | a what-if over a week of 1 M and 10 M records vs. fetching and folding them | [`whatif`] |
+//! | `commit`, `deliver` with `--store URL` | the same on PostgreSQL, one node, ratio to DuckDB's | [`pg`] |
 //! | `history` | open-to-ready, memory, commit latency, checkpoint pauses and `state_at` at two ledger sizes, and their ratios | [`history`] |
 //!
 //! Each [`Figure`] has a stable `id` (for `--json` consumers and the tests) and, where the
@@ -27,6 +28,7 @@ mod deliver;
 mod disk;
 mod due;
 pub mod history;
+mod pg;
 mod rebuild;
 mod receiver;
 mod whatif;
@@ -64,6 +66,9 @@ pub struct Options {
     pub history_records: Vec<u64>,
     /// Ledger sizes for `whatif`, in records (one week each).
     pub whatif_records: Vec<u64>,
+    /// A PostgreSQL server (`--store`): `commit` and `deliver` also run there, each in a
+    /// schema of its own.
+    pub store: Option<String>,
 }
 
 impl Default for Options {
@@ -79,6 +84,7 @@ impl Default for Options {
             pending: vec![10_000, 1_000_000],
             history_records: vec![1_000_000, 10_000_000],
             whatif_records: vec![1_000_000, 10_000_000],
+            store: None,
         }
     }
 }
@@ -97,6 +103,7 @@ impl Options {
             pending: vec![1_000, 10_000],
             history_records: vec![30_000, 60_000],
             whatif_records: vec![20_000],
+            store: None,
         }
     }
 }
@@ -143,7 +150,7 @@ fn run_in(
         figures.extend(due::run(&o.pending, progress)?);
     }
     if wants("commit") {
-        figures.extend(commit::run(dir, progress)?);
+        figures.extend(commit::run(dir, o.store.as_deref(), progress)?);
     }
     if wants("rebuild") {
         figures.extend(rebuild::run(dir, &o.records, progress)?);

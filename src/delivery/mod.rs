@@ -1,7 +1,7 @@
 //! Everything that talks to receivers: Standard Webhooks signing, the retry schedule, and the
 //! URL guard that keeps deliveries away from internal addresses, the HTTP sender, the concurrency
 //! gates (slots on the wire, attempts recorded ahead of them), the records an
-//! attempt's outcome becomes, and the engine that publishes, attempts, re-drives, parks and
+//! attempt's outcome becomes, the failing spans behind auto-disable, and the engine that publishes, attempts, re-drives, parks and
 //! recovers.
 
 pub mod backoff;
@@ -10,6 +10,7 @@ pub mod engine;
 pub mod envelope;
 pub mod gate;
 pub mod guard;
+pub mod health;
 pub mod outcome;
 pub mod sender;
 pub mod signing;

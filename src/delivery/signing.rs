@@ -2,9 +2,12 @@
 //! values of the `webhook-id`, `webhook-timestamp` and `webhook-signature`
 //! headers sent with every delivery.
 //!
-//! Invariant: a [`Secret`] always holds between [`MIN_KEY_LEN`] and
-//! [`MAX_KEY_LEN`] key bytes, and its key leaves this module only through
-//! [`Secret::expose`] (and the HMACs computed with it). `Debug` and `Display`
+//! Invariant: a [`Secret`] holds between [`MIN_KEY_LEN`] and [`MAX_KEY_LEN`]
+//! key bytes, or none at all when it is a sealed secret read back from storage
+//! and not opened yet (see [`crate::secrets`]: only its sealed text is known,
+//! and it signs nothing until opened). Its key leaves this module only through
+//! [`Secret::expose`] (and the HMACs computed with it); what is stored is
+//! [`Secret::stored_form`], the sealed text once sealed. `Debug` and `Display`
 //! print `whsec_***`, and `Secret` deliberately implements no `Serialize`.
 //!
 //! A signature is `v1,` followed by the standard-base64
@@ -59,17 +62,27 @@ pub enum SigningError {
     },
 }
 
-/// An endpoint signing key (the raw bytes behind `whsec_<base64>`). Equality compares the
-/// bytes in constant time.
+/// Prefix of a sealed secret's stored text (see [`crate::secrets`]).
+pub const SEALED_PREFIX: &str = "hlsealed1.";
+
+/// An endpoint signing key (the raw bytes behind `whsec_<base64>`), and its sealed form once
+/// sealed. Equality compares the keys in constant time when both are known, else the sealed
+/// texts.
 #[derive(Clone)]
 pub struct Secret {
+    /// Empty only for a sealed secret not opened yet.
     key: Vec<u8>,
+    /// `hlsealed1.<key id>.<base64>`: what is stored instead of the key, once sealed.
+    sealed: Option<std::sync::Arc<str>>,
 }
 
 impl PartialEq for Secret {
     fn eq(&self, other: &Self) -> bool {
         use subtle::ConstantTimeEq;
-        self.key.ct_eq(&other.key).into()
+        if self.has_key() && other.has_key() {
+            return self.key.ct_eq(&other.key).into();
+        }
+        matches!((&self.sealed, &other.sealed), (Some(a), Some(b)) if a == b)
     }
 }
 
@@ -88,6 +101,7 @@ impl Secret {
         let digest = hasher.finalize();
         Secret {
             key: digest.iter().take(GENERATED_KEY_LEN).copied().collect(),
+            sealed: None,
         }
     }
 
@@ -99,15 +113,58 @@ impl Secret {
             .ok_or(SigningError::MissingPrefix)?;
         let key = STANDARD.decode(encoded).map_err(SigningError::BadBase64)?;
         if (MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.len()) {
-            Ok(Secret { key })
+            Ok(Secret { key, sealed: None })
         } else {
             Err(SigningError::KeyLength { len: key.len() })
         }
     }
 
-    /// The `whsec_<base64>` form: the only way to see the key.
+    /// The `whsec_<base64>` form: the only way to see the key. A sealed secret that was not
+    /// opened has no key to show: its sealed text is returned instead.
     pub fn expose(&self) -> String {
-        format!("{SECRET_PREFIX}{}", STANDARD.encode(&self.key))
+        match (&self.sealed, self.has_key()) {
+            (Some(sealed), false) => sealed.to_string(),
+            _ => format!("{SECRET_PREFIX}{}", STANDARD.encode(&self.key)),
+        }
+    }
+
+    /// What a registry row or a checkpoint stores: the sealed text once sealed, else the
+    /// `whsec_` form (a database written before sealing, or without a key ring).
+    pub fn stored_form(&self) -> String {
+        match &self.sealed {
+            Some(sealed) => sealed.to_string(),
+            None => self.expose(),
+        }
+    }
+
+    /// Reads a stored form back: sealed text stays sealed (no key is needed to read it),
+    /// anything else must parse as `whsec_`.
+    pub fn from_stored(s: &str) -> Result<Self, SigningError> {
+        let s = s.trim();
+        if s.starts_with(SEALED_PREFIX) {
+            Ok(Secret {
+                key: Vec::new(),
+                sealed: Some(s.into()),
+            })
+        } else {
+            Self::parse(s)
+        }
+    }
+
+    /// This key with its sealed text (what [`crate::secrets::Keyring::seal`] makes).
+    pub fn with_sealed(mut self, sealed: String) -> Self {
+        self.sealed = Some(sealed.into());
+        self
+    }
+
+    /// Whether the key bytes are here (false: sealed and not opened).
+    pub fn has_key(&self) -> bool {
+        !self.key.is_empty()
+    }
+
+    /// The sealed text, once sealed.
+    pub fn sealed(&self) -> Option<&str> {
+        self.sealed.as_deref()
     }
 
     /// `v1,<base64 HMAC-SHA256>` of `"{msg_id}.{timestamp}.{body}"`.
@@ -136,9 +193,11 @@ impl fmt::Display for Secret {
 /// The `webhook-signature` header value: one `v1,<base64>` entry per
 /// secret, in the order given, joined by single spaces. An empty `secrets`
 /// slice yields an empty string; callers must sign with at least one secret.
+/// A sealed secret that was not opened signs nothing (the engine opens them).
 pub fn sign(msg_id: &str, timestamp: i64, body: &[u8], secrets: &[&Secret]) -> String {
     secrets
         .iter()
+        .filter(|s| s.has_key())
         .map(|secret| secret.signature(msg_id, timestamp, body))
         .collect::<Vec<_>>()
         .join(" ")

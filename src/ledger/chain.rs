@@ -44,9 +44,16 @@ pub fn batch_hash(prev: &Hash, records: &[StoredRecord]) -> Hash {
 /// webhook matched it), and its body must still be tamper-evident.
 ///
 /// Version 1 (events stored before apps, `format` NULL) covers seq, id, type, publish time and
-/// body. Version 2 (every event with a format) also covers the app, the producer's id and the
-/// format, so old files verify unchanged and a new event's app or id cannot be edited.
+/// body. Version 2 (events with a format stored before erasure) also covers the app, the
+/// producer's id and the format, so old files verify unchanged and a new event's app or id
+/// cannot be edited. Version 3 (every event with a `body_digest`: all events stored since
+/// schema 5) covers what version 2 covers, the presence of a format, and SHA-256 of the body
+/// instead of its bytes: a body may then be erased (`crate::ledger::expunge`) and the link
+/// still checks, while `verify` compares a body still present with its digest.
 pub fn event_link(prev: &Hash, e: &crate::store::StoredEvent) -> Hash {
+    if let Some(digest) = &e.body_digest {
+        return event_link_v3(prev, e, digest);
+    }
     let mut hasher = Sha256::new();
     let v2 = e.format.is_some();
     hasher.update(if v2 {
@@ -71,6 +78,31 @@ pub fn event_link(prev: &Hash, e: &crate::store::StoredEvent) -> Hash {
         }
         hasher.update([e.format.unwrap_or(0)]);
     }
+    hasher.finalize().into()
+}
+
+/// SHA-256 of an event's body: what a version 3 link covers.
+pub fn body_digest(body: &[u8]) -> Hash {
+    Sha256::digest(body).into()
+}
+
+fn event_link_v3(prev: &Hash, e: &crate::store::StoredEvent, digest: &Hash) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update(b"hookledger/event/v3");
+    hasher.update(prev);
+    hasher.update(e.seq.to_be_bytes());
+    hasher.update(e.event_id.0.as_bytes());
+    hasher.update((e.event_type.len() as u32).to_be_bytes());
+    hasher.update(e.event_type.as_bytes());
+    hasher.update(e.published_at.timestamp_micros().to_be_bytes());
+    hasher.update(digest);
+    for field in [&e.app, &e.producer_id] {
+        let f = field.as_deref().unwrap_or("");
+        hasher.update([u8::from(field.is_some())]);
+        hasher.update((f.len() as u32).to_be_bytes());
+        hasher.update(f.as_bytes());
+    }
+    hasher.update([u8::from(e.format.is_some()), e.format.unwrap_or(0)]);
     hasher.finalize().into()
 }
 

@@ -18,9 +18,12 @@
 //! ([`Ledger::open_with`]) or a PostgreSQL database ([`Ledger::open_at`]); everything above the
 //! [`Store`] trait is the same for both.
 
+mod catch_up;
 pub mod chain;
 pub mod checkpoint;
 pub mod due;
+pub mod expunge;
+mod listen;
 pub mod projection;
 pub mod record;
 mod reopen;
@@ -63,6 +66,8 @@ pub struct Shared {
     storage_error: Mutex<Option<String>>,
     /// How this ledger was opened (checkpoints, buckets), for reopening and queries.
     options: LedgerOptions,
+    /// This node's place among several on one database (`None`: the only writer).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Membership>>,
 }
 
 impl Shared {
@@ -96,6 +101,19 @@ impl Shared {
     fn set_storage_error(&self, error: Option<String>) {
         *self.storage_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
     }
+    /// This node's membership, when it runs beside others on one database.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Membership>> {
+        self.cluster.get()
+    }
+    /// Joins the ledger to a cluster (once; `serve` on PostgreSQL).
+    pub fn set_cluster(&self, membership: Arc<crate::cluster::Membership>) {
+        let _ = self.cluster.set(membership);
+    }
+    /// Whether this node starts attempts of `webhook`'s deliveries: always when it is the
+    /// only writer, else when it leases the webhook's partition.
+    pub fn attempts(&self, webhook: crate::ids::WebhookId) -> bool {
+        self.cluster.get().is_none_or(|m| m.owns(webhook))
+    }
     fn reader_slot(&self) -> std::sync::MutexGuard<'_, AnyStore> {
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -108,6 +126,7 @@ struct Loaded {
     last_link: chain::Hash,
     last_change_hash: chain::Hash,
     last_event: (u64, chain::Hash),
+    last_expunge: (u64, chain::Hash),
     /// The checkpoint the fold started from, and the ones passed over.
     start: Start,
 }
@@ -152,12 +171,14 @@ impl Loaded {
             .last_link(from)?
             .map_or_else(chain::genesis, |(l, _)| l.hash);
         let last_event = store.last_event()?.unwrap_or((0, chain::event_genesis()));
+        let last_expunge = store.last_expunge()?.unwrap_or((0, expunge::genesis()));
         Ok(Self {
             projection,
             registry,
             last_link,
             last_change_hash,
             last_event,
+            last_expunge,
             start,
         })
     }
@@ -215,6 +236,8 @@ impl Default for LedgerOptions {
 /// An open ledger: the writer thread, the live projection, and a read connection.
 pub struct Ledger {
     requests: Option<Sender<Request>>,
+    /// Other writers' commits, on a store several nodes write (PostgreSQL).
+    listener: Option<listen::Listener>,
     writer: Option<JoinHandle<()>>,
     checkpointer: Option<checkpoint::checkpointer::Checkpointer>,
     checkpoint_stats: Arc<checkpoint::checkpointer::CheckpointStats>,
@@ -262,7 +285,12 @@ impl Ledger {
             reader: Mutex::new(store.reader()?),
             storage_error: Mutex::new(None),
             options: options.clone(),
+            cluster: std::sync::OnceLock::new(),
         });
+        let listening = match &store {
+            AnyStore::Pg(pg) => Some(pg.reader()?),
+            AnyStore::Duck(_) => None,
+        };
         let writer = Writer {
             store: Box::new(store),
             location: location.clone(),
@@ -272,8 +300,13 @@ impl Ledger {
             last_link: loaded.last_link,
             last_change_hash: loaded.last_change_hash,
             last_event: loaded.last_event,
+            last_expunge: loaded.last_expunge,
         };
         let (tx, rx) = mpsc::channel();
+        let listener = match listening {
+            Some(pg) => Some(listen::Listener::spawn(pg, shared.clone(), tx.clone())?),
+            None => None,
+        };
         let handle = std::thread::Builder::new()
             .name("hookledger-writer".into())
             .spawn(move || writer.run(rx))
@@ -290,6 +323,7 @@ impl Ledger {
         };
         Ok(Self {
             requests: Some(tx),
+            listener,
             writer: Some(handle),
             checkpointer,
             checkpoint_stats,
@@ -331,6 +365,12 @@ impl Ledger {
             let _ = tx.send(Request { commit, reply });
         }
         rx
+    }
+
+    /// Waits until the writer has folded in everything other nodes committed so far (on a
+    /// store with one writer: until it has processed what was submitted before).
+    pub async fn sync(&self) -> Result<()> {
+        self.commit(Commit::default()).await.map(|_| ())
     }
 
     /// Appends a commit and waits for it to be durable.
@@ -401,6 +441,9 @@ impl Ledger {
     fn stop(&mut self) {
         if let Some(mut c) = self.checkpointer.take() {
             c.stop(&self.shared);
+        }
+        if let Some(mut l) = self.listener.take() {
+            l.stop();
         }
         self.requests.take();
         if let Some(handle) = self.writer.take() {

@@ -416,6 +416,19 @@ pub struct Counts {
     pub parked: u64,
 }
 
+impl Counts {
+    /// Each state's name (as `DeliveryState` spells it) and count.
+    pub fn by_state(&self) -> [(&'static str, u64); 5] {
+        [
+            ("pending", self.pending),
+            ("in_attempt", self.in_attempt),
+            ("delivered", self.delivered),
+            ("dead", self.dead),
+            ("parked", self.parked),
+        ]
+    }
+}
+
 #[cfg(test)]
 #[path = "projection_tests.rs"]
 mod tests;

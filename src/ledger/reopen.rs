@@ -103,6 +103,7 @@ impl Writer {
         self.last_link = loaded.last_link;
         self.last_change_hash = loaded.last_change_hash;
         self.last_event = loaded.last_event;
+        self.last_expunge = loaded.last_expunge;
         self.store = Box::new(store);
         self.shared.set_storage_error(None);
         self.shared.notify(Some(seq));

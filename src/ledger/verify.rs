@@ -26,6 +26,8 @@ pub enum Log {
     Events,
     /// A stored projection checkpoint (a cache) that does not match the fold.
     Checkpoints,
+    /// The expunge facts (`crate::ledger::expunge`).
+    Expunges,
 }
 
 /// The first thing found wrong.
@@ -77,6 +79,7 @@ impl fmt::Display for Verdict {
                     Log::Registry => "registry",
                     Log::Events => "events",
                     Log::Checkpoints => "checkpoints",
+                    Log::Expunges => "expunges",
                 },
                 p.seq,
                 p.reason
@@ -304,8 +307,11 @@ fn verify_registry(
     Ok((count, None))
 }
 
-/// Walks the events in seq order and checks their chain (bodies included).
+/// Walks the events in seq order and checks their chain (bodies included: a body still
+/// present must match the digest its link covers), then the expunge facts
+/// (`crate::ledger::expunge`).
 fn verify_events(store: &dyn Store) -> Result<(u64, Option<Problem>)> {
+    let (old_links, facts_problem) = super::expunge::verify_facts(store)?;
     let mut prev = chain::event_genesis();
     let mut count = 0u64;
     let mut problem = None;
@@ -313,13 +319,8 @@ fn verify_events(store: &dyn Store) -> Result<(u64, Option<Problem>)> {
         let expected = count + 1;
         let reason = if e.seq != expected {
             Some(format!("event seq {expected} is missing"))
-        } else if chain::event_link(&prev, &e) != e.hash {
-            Some(format!(
-                "hash mismatch for event {} (its body or fields changed)",
-                e.event_id
-            ))
         } else {
-            None
+            super::expunge::check_event(&prev, &e, &old_links)
         };
         if let Some(reason) = reason {
             problem = Some(Problem {
@@ -336,6 +337,6 @@ fn verify_events(store: &dyn Store) -> Result<(u64, Option<Problem>)> {
     match (scanned, problem) {
         (_, Some(p)) => Ok((count, Some(p))),
         (Err(e), None) => Err(e),
-        (Ok(()), None) => Ok((count, None)),
+        (Ok(()), None) => Ok((count, facts_problem)),
     }
 }

@@ -143,6 +143,8 @@ impl DeliveryState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DeliverySummary {
     pub webhook_id: WebhookId,
+    /// The event's 16-byte key (answers show the producer's id beside it as `event_id`).
+    #[serde(rename = "event_key")]
     pub event_id: EventId,
     pub state: DeliveryState,
     /// `attempted` records over the whole history (redeliveries included).

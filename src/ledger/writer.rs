@@ -16,6 +16,9 @@
 //! delivery that was never enqueued, is not finished, or is in another terminal state than the
 //! record names.
 //!
+//! On a store several nodes write (PostgreSQL), each batch is processed under the store's
+//! commit lock after catching up with the other writers (`catch_up.rs`).
+//!
 //! A repeated event id is refused by the primary key on `events` (the whole transaction fails
 //! and nothing is written); the writer then looks the batch's events up, refuses the repeated
 //! ones alone (answering whether the body was the same), and commits the rest.
@@ -82,6 +85,8 @@ pub struct Commit {
     /// against the projection, so no delivery can slip between the check and the commit).
     pub park: Option<(WebhookId, String)>,
     pub settings: Vec<(String, String)>,
+    /// Bodies to erase (committed alone, see [`super::expunge`]).
+    pub expunge: Vec<super::expunge::ExpungeOrder>,
 }
 
 /// The caller's answer: what was appended and where.
@@ -92,6 +97,8 @@ pub struct Receipt {
     /// The keys of the records appended by `park`.
     pub parked: Vec<DeliveryKey>,
     pub change_seqs: Vec<u64>,
+    /// The seqs of the expunge facts appended (see [`super::expunge`]).
+    pub expunges: Vec<u64>,
     pub recorded_at: Timestamp,
 }
 
@@ -112,6 +119,8 @@ pub(crate) struct Writer {
     pub last_change_hash: Hash,
     /// The last stored event's seq and chain hash.
     pub last_event: (u64, Hash),
+    /// The last expunge fact's seq and chain hash.
+    pub last_expunge: (u64, Hash),
 }
 
 impl Writer {
@@ -124,7 +133,7 @@ impl Writer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
-            self.process(batch);
+            self.process_shared(batch);
         }
     }
 
@@ -134,11 +143,15 @@ impl Writer {
     /// primary key on `events` refused (a repeated id; nothing was written), and requests with
     /// events that staging refused (a repeated id of a delivery still live looks like a second
     /// `enqueued`). Those go through [`Writer::with_lookup`], as before the optimisation.
-    fn process(&mut self, requests: Vec<Request>) {
+    pub(super) fn process(&mut self, requests: Vec<Request>) {
         if let Err(reason) = self.ensure_open() {
             super::reopen::refuse(requests, &reason);
             return;
         }
+        let (erasing, requests): (Vec<_>, Vec<_>) = requests
+            .into_iter()
+            .partition(|r| !r.commit.expunge.is_empty());
+        let requests = self.refuse_expunged(requests);
         let now = self.now();
         let (requests, finished) = self.requeue_states(requests);
         let (staged, deferred) = self.stage(requests, None, &finished);
@@ -158,6 +171,9 @@ impl Writer {
         }
         if !deferred.is_empty() {
             self.with_lookup(deferred, None);
+        }
+        for r in erasing {
+            self.expunge(r);
         }
     }
 
@@ -182,7 +198,7 @@ impl Writer {
         }
     }
 
-    fn stage(
+    pub(super) fn stage(
         &self,
         requests: Vec<Request>,
         existing: Option<&[StoredEvent]>,
@@ -233,7 +249,7 @@ impl Writer {
     }
 
     /// The batch is durable: fold it in, then answer each caller with its seqs.
-    fn acknowledge(
+    pub(super) fn acknowledge(
         &mut self,
         staged: Vec<Staged>,
         batch: &CommitBatch,
@@ -253,6 +269,7 @@ impl Writer {
                     .by_ref()
                     .take(s.request.commit.changes.len())
                     .collect(),
+                expunges: batch.expunges.iter().map(|x| x.seq).collect(),
                 recorded_at: now,
             };
             let _ = s.request.reply.send(Ok(receipt));
@@ -262,7 +279,7 @@ impl Writer {
     /// Answers every request of a refused batch: `StorageUnavailable` when the disk refused it
     /// (remembered for `/healthz` until a commit succeeds), `CommitFailed` otherwise. Then the
     /// writer checks that its store still answers (see `reopen.rs`).
-    fn fail(&mut self, requests: impl IntoIterator<Item = Request>, error: LedgerError) {
+    pub(super) fn fail(&mut self, requests: impl IntoIterator<Item = Request>, error: LedgerError) {
         tracing::error!(error = %error, "ledger commit failed; nothing of this batch was acknowledged");
         let storage = error.is_storage();
         let message = match error {
@@ -286,7 +303,7 @@ impl Writer {
     }
 
     /// The batch's timestamp: the clock, truncated to microseconds, never before the last one.
-    fn now(&self) -> Timestamp {
+    pub(super) fn now(&self) -> Timestamp {
         let now = to_micros(self.clock.now());
         match self.shared.read_projection().last_recorded_at() {
             Some(last) if last > now => last,
@@ -304,7 +321,7 @@ impl Writer {
     }
 
     /// Gives records and changes their seqs, time and chain links.
-    fn build(
+    pub(super) fn build(
         &self,
         staged: &[Staged],
         now: Timestamp,
@@ -329,6 +346,8 @@ impl Writer {
                     app: e.app.clone(),
                     producer_id: e.producer_id.clone(),
                     format: e.format,
+                    body_digest: Some(super::chain::body_digest(&e.body)),
+                    expunged: false,
                 };
                 stored.hash = event_link(&prev_event, &stored);
                 prev_event = stored.hash;

@@ -9,15 +9,18 @@
 //!   never reused (event ids are derived from it, see [`crate::ids::ProducerId::key`]) and its
 //!   tokens stop working.
 //! - **Tokens** scoped to one app are stored as SHA-256 digests only ([`apps`]).
-//! - Changes: webhook `created`, `updated`, `deactivated`, `secret_rotated`; `app_created`,
+//! - Changes: webhook `created`, `updated`, `deactivated`, `secret_rotated`,
+//!   `secret_resealed` (the same key sealed under a new main key); `app_created`,
 //!   `app_updated`, `app_deleted`; `token_issued`, `token_revoked`.
 //!
 //! Each change row carries its own SHA-256 link to the previous change (the registry changes
 //! rarely, so a per-row hash costs nothing that matters), so "who changed this URL, and when" is
 //! an audit query that cannot be quietly edited ([`row`]).
 //!
-//! Secrets are stored in the change rows (the sender needs them after a restart) and leave this
-//! module only as [`Secret`], whose `Debug` and `Display` print `whsec_***`.
+//! Secrets are stored in the change rows (the sender needs them after a restart), sealed by
+//! [`crate::secrets`] when the process has a key ring; they are folded in their stored form
+//! (no key is needed to fold, verify or audit) and leave this module only as [`Secret`], whose
+//! `Debug` and `Display` print `whsec_***`.
 //!
 //! A projection checkpoint stores the webhooks only; apps, tokens and the webhook-to-app index
 //! are folded from the change log at every open (so [`Registry`]'s equality compares the
@@ -45,7 +48,9 @@ pub const ROTATION_OVERLAP_HOURS: i64 = 24;
 
 /// What a webhook's POST body is: the Standard Webhooks envelope
 /// `{"type", "timestamp", "data"}` (the default) or the bare payload.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PayloadFormat {
     #[default]
@@ -92,10 +97,25 @@ pub enum Change {
     Deactivated {
         reason: String,
     },
+    /// Deactivated by hookledger: every attempt failed since `first_failure` (`failures` of
+    /// them, the last with `last_error`). Stored as a `deactivated` row with reason
+    /// `auto_disabled` and the evidence as JSON in `metadata`.
+    AutoDisabled {
+        first_failure: Timestamp,
+        failures: u64,
+        last_error: String,
+    },
     SecretRotated {
         secret: Secret,
         /// Until when the previous secret still signs alongside the new one.
         previous_until: Timestamp,
+    },
+    /// The same signing key sealed again (under the current main key, see
+    /// [`crate::secrets`]): the key whose `until` is `until` (`None`: the current one) is
+    /// stored as `secret` from now on. Nothing about what signs changes.
+    SecretResealed {
+        secret: Secret,
+        until: Option<Timestamp>,
     },
     AppCreated {
         app: AppUid,
@@ -128,8 +148,9 @@ impl Change {
         match self {
             Change::Created { .. } => "created",
             Change::Updated { .. } => "updated",
-            Change::Deactivated { .. } => "deactivated",
+            Change::Deactivated { .. } | Change::AutoDisabled { .. } => "deactivated",
             Change::SecretRotated { .. } => "secret_rotated",
+            Change::SecretResealed { .. } => "secret_resealed",
             Change::AppCreated { .. } => "app_created",
             Change::AppUpdated { .. } => "app_updated",
             Change::AppDeleted { .. } => "app_deleted",
@@ -436,7 +457,7 @@ impl Registry {
                     p.format = *f;
                 }
             }
-            Change::Deactivated { .. } => w.active = false,
+            Change::Deactivated { .. } | Change::AutoDisabled { .. } => w.active = false,
             Change::SecretRotated {
                 secret,
                 previous_until,
@@ -451,6 +472,11 @@ impl Registry {
                         secret: prev.secret,
                         until: Some(*previous_until),
                     });
+                }
+            }
+            Change::SecretResealed { secret, until } => {
+                if let Some(k) = w.keys.iter_mut().find(|k| k.until == *until) {
+                    k.secret = secret.clone();
                 }
             }
             _ => {}

@@ -15,6 +15,9 @@ use crate::ids::{AppUid, WebhookId};
 use crate::ledger::chain::Hash;
 use crate::ledger::stored::{put_opt, put_str};
 
+/// The reason of a `deactivated` row written by auto-disable (its evidence is in `metadata`).
+pub const AUTO_DISABLED: &str = "auto_disabled";
+
 /// The row format written now.
 pub const CHANGE_FORMAT: u8 = 2;
 
@@ -85,7 +88,7 @@ impl StoredChange {
                 row.event_types = Some(event_types.join(","));
                 row.description = description.clone();
                 row.active = Some(true);
-                row.secret = Some(secret.expose());
+                row.secret = Some(secret.stored_form());
                 row.app = Some(app.to_string());
                 row.payload_format = Some(payload_format.as_str().to_owned());
             }
@@ -106,12 +109,32 @@ impl StoredChange {
                 row.active = Some(false);
                 row.reason = Some(reason.clone());
             }
+            Change::AutoDisabled {
+                first_failure,
+                failures,
+                last_error,
+            } => {
+                row.active = Some(false);
+                row.reason = Some(AUTO_DISABLED.to_owned());
+                row.metadata = Some(
+                    serde_json::json!({
+                        "first_failure": first_failure,
+                        "failures": failures,
+                        "last_error": last_error,
+                    })
+                    .to_string(),
+                );
+            }
             Change::SecretRotated {
                 secret,
                 previous_until,
             } => {
-                row.secret = Some(secret.expose());
+                row.secret = Some(secret.stored_form());
                 row.previous_until_us = Some(previous_until.timestamp_micros());
+            }
+            Change::SecretResealed { secret, until } => {
+                row.secret = Some(secret.stored_form());
+                row.previous_until_us = until.map(|t| t.timestamp_micros());
             }
             Change::AppCreated {
                 app,
@@ -197,7 +220,7 @@ impl StoredChange {
         let secret = || {
             self.secret
                 .as_deref()
-                .and_then(|s| Secret::parse(s).ok())
+                .and_then(|s| Secret::from_stored(s).ok())
                 .ok_or_else(|| bad("missing or invalid secret"))
         };
         let types = |s: Option<&String>| {
@@ -236,6 +259,27 @@ impl StoredChange {
                 active: self.active,
                 payload_format: format(self.payload_format.as_ref())?,
             },
+            "deactivated" if self.reason.as_deref() == Some(AUTO_DISABLED) => {
+                let evidence: serde_json::Value = self
+                    .metadata
+                    .as_deref()
+                    .and_then(|m| serde_json::from_str(m).ok())
+                    .ok_or_else(|| bad("missing auto_disabled evidence"))?;
+                Change::AutoDisabled {
+                    first_failure: evidence["first_failure"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.to_utc())
+                        .ok_or_else(|| bad("invalid first_failure"))?,
+                    failures: evidence["failures"]
+                        .as_u64()
+                        .ok_or_else(|| bad("invalid failures"))?,
+                    last_error: evidence["last_error"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                }
+            }
             "deactivated" => Change::Deactivated {
                 reason: self.reason.clone().unwrap_or_default(),
             },
@@ -243,6 +287,10 @@ impl StoredChange {
                 secret: secret()?,
                 previous_until: ts(self.previous_until_us)
                     .ok_or_else(|| bad("missing previous_until"))?,
+            },
+            "secret_resealed" => Change::SecretResealed {
+                secret: secret()?,
+                until: ts(self.previous_until_us),
             },
             "app_created" => Change::AppCreated {
                 app: app()?,

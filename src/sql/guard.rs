@@ -99,6 +99,7 @@ fn readable_table(name: &str) -> bool {
         "events",
         "event_buckets",
         "webhook_changes",
+        "event_expunges",
     ];
     TABLES.contains(&name)
         || name

@@ -276,4 +276,45 @@ impl Store for AnyStore {
     fn delete_checkpoints(&mut self, seqs: &[u64]) -> Result<u64> {
         self.inner_mut().delete_checkpoints(seqs)
     }
+    fn producer_ids(&self, ids: &[EventId]) -> Result<std::collections::HashMap<EventId, String>> {
+        self.inner().producer_ids(ids)
+    }
+    fn bodies_published_before(
+        &self,
+        before: Timestamp,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, EventId)>> {
+        self.inner().bodies_published_before(before, after, limit)
+    }
+    fn last_expunge(&self) -> Result<Option<(u64, Hash)>> {
+        self.inner().last_expunge()
+    }
+    fn scan_expunges(
+        &self,
+        f: &mut dyn FnMut(crate::ledger::expunge::StoredExpunge) -> Result<()>,
+    ) -> Result<()> {
+        self.inner().scan_expunges(f)
+    }
+    fn first_unrecorded_expunge(&self) -> Result<Option<u64>> {
+        self.inner().first_unrecorded_expunge()
+    }
+    fn expunge_of(&self, event: EventId) -> Result<Option<crate::ledger::expunge::StoredExpunge>> {
+        self.inner().expunge_of(event)
+    }
+    fn lock_commits(&mut self) -> Result<bool> {
+        self.inner_mut().lock_commits()
+    }
+    fn unlock_commits(&mut self) -> Result<()> {
+        self.inner_mut().unlock_commits()
+    }
+    fn heads(&self) -> Result<Option<super::Heads>> {
+        self.inner().heads()
+    }
+    fn changes_after(&self, seq: u64) -> Result<Vec<StoredChange>> {
+        self.inner().changes_after(seq)
+    }
+    fn leased_partitions(&self, node: uuid::Uuid) -> Result<Option<u64>> {
+        self.inner().leased_partitions(node)
+    }
 }

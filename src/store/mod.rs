@@ -5,9 +5,13 @@
 //!
 //! Invariant: a store only appends. `commit` writes one batch atomically or not at all, and
 //! refuses a batch with an event id stored before, at any age; nothing here updates or deletes
-//! a ledger, chain, event or registry row. The one exception is projection checkpoints, a cache
-//! appended beside them: [`Store::delete_checkpoints`] removes old ones when they are thinned
-//! (`crate::ledger::checkpoint::thin`), which loses nothing but the time to fold again.
+//! a ledger, chain, event or registry row, with two exceptions. First, projection checkpoints,
+//! a cache appended beside them: [`Store::delete_checkpoints`] removes old ones when they are
+//! thinned (`crate::ledger::checkpoint::thin`), which loses nothing but the time to fold again.
+//! Second, an event's body: a batch's [`CommitBatch::expunges`] remove the bodies they name
+//! (erasure, by request or by the retention policy) in the same transaction that appends their
+//! chained facts; every other column of the event, its digest and its link stay
+//! (`crate::ledger::expunge`).
 //! A backend writes a batch's events last, so that the one constraint a commit can hit (a
 //! repeated event id) fails the batch's last write and the conformance suite's "a failed
 //! commit writes nothing" tests the rollback of everything written before it.
@@ -41,6 +45,11 @@ pub struct StoredEvent {
     pub producer_id: Option<String>,
     /// The body format (`None`: sent as stored; `Some(1)`: the payload).
     pub format: Option<u8>,
+    /// SHA-256 of `body`, what the event's link covers (`None`: stored before erasure, the
+    /// link covers the bytes; see [`crate::ledger::chain::event_link`]).
+    pub body_digest: Option<crate::ledger::chain::Hash>,
+    /// The body was erased (`body` is then empty; see [`crate::ledger::expunge`]).
+    pub expunged: bool,
 }
 
 impl StoredEvent {
@@ -91,11 +100,23 @@ pub struct CommitBatch {
     pub link: Option<(BatchLink, Timestamp)>,
     pub changes: Vec<StoredChange>,
     pub settings: Vec<(String, String)>,
+    /// Bodies erased by this batch, each with its chained fact (see [`crate::ledger::expunge`]).
+    pub expunges: Vec<crate::ledger::expunge::StoredExpunge>,
+}
+
+/// The last seq of each of a store's logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Heads {
+    pub records: u64,
+    pub changes: u64,
+    pub events: u64,
+    pub expunges: u64,
 }
 
 impl CommitBatch {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+            && self.expunges.is_empty()
             && self.records.is_empty()
             && self.changes.is_empty()
             && self.settings.is_empty()
@@ -160,6 +181,19 @@ pub trait Store: Send {
 
     /// The stored events among `ids`.
     fn events(&self, ids: &[EventId]) -> Result<Vec<StoredEvent>>;
+
+    /// The producer's id of each stored event among `ids` (the UUID, as text, for an event
+    /// stored before producer ids): what answers show instead of the key. Reads no bodies.
+    fn producer_ids(&self, ids: &[EventId]) -> Result<std::collections::HashMap<EventId, String>>;
+
+    /// Up to `limit` events after seq `after` (their own seq) published before `before` whose
+    /// body is still there, in seq order: the retention policy's candidates.
+    fn bodies_published_before(
+        &self,
+        before: Timestamp,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, EventId)>>;
 
     /// The webhooks that `event_id` was enqueued to, in id order.
     fn enqueued_webhooks(&self, event_id: EventId) -> Result<Vec<crate::ids::WebhookId>>;
@@ -226,6 +260,39 @@ pub trait Store: Send {
 
     /// The checkpoints stored at `seq`, in the order they were stored.
     fn checkpoints_at(&self, seq: u64) -> Result<Vec<StoredCheckpoint>>;
+
+    /// The last expunge fact's seq and chain hash, if any.
+    fn last_expunge(&self) -> Result<Option<(u64, crate::ledger::chain::Hash)>>;
+
+    /// Calls `f` with every expunge fact, in seq order.
+    fn scan_expunges(
+        &self,
+        f: &mut dyn FnMut(crate::ledger::expunge::StoredExpunge) -> Result<()>,
+    ) -> Result<()>;
+
+    /// The seq of the first event whose body is gone without a fact naming it, or whose fact
+    /// names it while its body is still there (`verify`).
+    fn first_unrecorded_expunge(&self) -> Result<Option<u64>>;
+
+    /// The fact of `event`'s expunge, if its body was erased (for answers and trails).
+    fn expunge_of(&self, event: EventId) -> Result<Option<crate::ledger::expunge::StoredExpunge>>;
+
+    /// Several writers (PostgreSQL, see `crate::cluster`): takes the lock that serialises
+    /// commits across processes, held until [`Store::unlock_commits`]. `false`: this store has
+    /// one writer (DuckDB), there is nothing to lock and nothing to catch up.
+    fn lock_commits(&mut self) -> Result<bool>;
+
+    /// Releases the lock of [`Store::lock_commits`].
+    fn unlock_commits(&mut self) -> Result<()>;
+
+    /// The last seq of each log, for catching up with other writers (`None`: one writer).
+    fn heads(&self) -> Result<Option<Heads>>;
+
+    /// The registry changes after `seq`, in seq order.
+    fn changes_after(&self, seq: u64) -> Result<Vec<StoredChange>>;
+
+    /// The webhook partitions leased to `node` now, as a mask (`None`: no leases, one writer).
+    fn leased_partitions(&self, node: uuid::Uuid) -> Result<Option<u64>>;
 
     /// Deletes every stored checkpoint at one of `seqs` (thinning: checkpoints are a cache, the
     /// one kind of row a store may delete), in one transaction; how many rows went.

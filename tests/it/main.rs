@@ -5,6 +5,7 @@ mod common;
 #[macro_use]
 mod pg_common;
 
+mod app_routes;
 mod apps;
 mod audit;
 mod bench;
@@ -14,13 +15,20 @@ mod crash_cycles;
 mod durability;
 mod engine;
 mod engine_restart;
+mod erasure;
 mod faults;
 mod head;
 mod hostile;
 mod ledger_props;
 mod migration;
 mod openapi;
+mod ops_common;
+mod ops_disable;
+mod ops_secrets;
+mod pg_chaos;
+mod pg_cluster;
 mod pg_ledger;
+mod pg_outage;
 mod pg_schema;
 mod pg_serve;
 mod refusals;

@@ -37,6 +37,11 @@ async fn start(url: &str, dir: &std::path::Path) -> ServeChild {
         let env = [
             ("HOOKLEDGER_DATABASE_URL", url.as_str()),
             ("HOOKLEDGER_EGRESS_ALLOW", "127.0.0.1"),
+            // On PostgreSQL the main key comes from the variable (no file beside a database).
+            (
+                "HOOKLEDGER_SECRET_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
         ];
         ServeChild::start(&db, &env, &log)
     })

@@ -80,6 +80,126 @@ fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
     positions_are_found_by_seq(make().as_mut());
     checkpoints_are_appended_and_listed(make().as_mut());
     a_repeated_event_id_is_refused_at_any_age(make().as_mut());
+    an_expunge_removes_the_body_and_keeps_its_fact(make().as_mut());
+    producer_ids_and_heads_follow_the_logs(make().as_mut());
+}
+
+/// An expunge sets the body to nothing in the batch that appends its fact; every other column
+/// of the event stays; a second expunge of the same body fails and writes nothing.
+fn an_expunge_removes_the_body_and_keeps_its_fact(store: &mut dyn Store) {
+    use hookledger::ledger::expunge::StoredExpunge;
+    let mut e = stored_event(1);
+    e.body_digest = Some(hookledger::ledger::chain::body_digest(&e.body));
+    e.hash = hookledger::ledger::chain::event_link(&[1; 32], &e);
+    store
+        .commit(&batch(
+            1,
+            vec![row(1, key(1, 1), RecordBody::Enqueued { due_at: at(0) })],
+            vec![e.clone()],
+        ))
+        .unwrap();
+    let fact = StoredExpunge {
+        seq: 1,
+        recorded_at_us: at(20).timestamp_micros(),
+        event_id: e.event_id,
+        event_seq: e.seq,
+        event_hash: e.hash,
+        body_digest: e.body_digest.unwrap(),
+        link_version: 3,
+        actor: "operator".into(),
+        reason: "a test".into(),
+        hash: [7; 32],
+    };
+    assert_eq!(store.expunge_of(e.event_id).unwrap(), None);
+    assert_eq!(store.last_expunge().unwrap(), None);
+    let erase = CommitBatch {
+        expunges: vec![fact.clone()],
+        ..CommitBatch::default()
+    };
+    store.commit(&erase).unwrap();
+    let found = store.events(&[e.event_id]).unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(
+        found[0].expunged && found[0].body.is_empty(),
+        "{:?}",
+        found[0]
+    );
+    assert_eq!(
+        (found[0].hash, found[0].body_digest),
+        (e.hash, e.body_digest)
+    );
+    assert_eq!(store.expunge_of(e.event_id).unwrap(), Some(fact.clone()));
+    assert_eq!(store.last_expunge().unwrap(), Some((1, [7; 32])));
+    assert_eq!(store.first_unrecorded_expunge().unwrap(), None);
+    let mut facts = Vec::new();
+    store
+        .scan_expunges(&mut |x| {
+            facts.push(x);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(facts, vec![fact.clone()]);
+    let again = CommitBatch {
+        expunges: vec![StoredExpunge { seq: 2, ..fact }],
+        ..CommitBatch::default()
+    };
+    assert!(store.commit(&again).is_err(), "no body left to expunge");
+    assert_eq!(
+        store.last_expunge().unwrap(),
+        Some((1, [7; 32])),
+        "nothing written"
+    );
+    assert!(store
+        .bodies_published_before(at(1_000), 0, 10)
+        .unwrap()
+        .is_empty());
+}
+
+/// The producer's id of each event (the UUID for one stored without), and the heads a store
+/// with several writers reports (one with a single writer reports none).
+fn producer_ids_and_heads_follow_the_logs(store: &mut dyn Store) {
+    let mut named = stored_event(2);
+    named.producer_id = Some("order-2".into());
+    named.app = Some("default".into());
+    named.format = Some(1);
+    named.hash = hookledger::ledger::chain::event_link(&[2; 32], &named);
+    let plain = StoredEvent {
+        seq: 1,
+        hash: [1; 32],
+        ..stored_event(1)
+    };
+    let named = StoredEvent { seq: 2, ..named };
+    let rows = vec![row(1, key(1, 1), RecordBody::Enqueued { due_at: at(0) })];
+    store
+        .commit(&batch(1, rows, vec![plain.clone(), named.clone()]))
+        .unwrap();
+    let ids = store
+        .producer_ids(&[plain.event_id, named.event_id, event(9)])
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[&named.event_id], "order-2");
+    assert_eq!(ids[&plain.event_id], plain.event_id.to_string());
+    assert_eq!(
+        store.bodies_published_before(at(1), 0, 10).unwrap(),
+        vec![(1, plain.event_id), (2, named.event_id)]
+    );
+    assert_eq!(
+        store.bodies_published_before(at(1), 1, 10).unwrap(),
+        vec![(2, named.event_id)]
+    );
+    if let Some(heads) = store.heads().unwrap() {
+        assert_eq!(
+            (heads.records, heads.events, heads.changes, heads.expunges),
+            (1, 2, 0, 0)
+        );
+        assert!(store.lock_commits().unwrap());
+        store.unlock_commits().unwrap();
+    } else {
+        assert!(
+            !store.lock_commits().unwrap(),
+            "a store without heads has one writer"
+        );
+    }
 }
 
 /// Links by the seq they end at, the head, and the last seq at an instant within a range.
@@ -537,13 +657,13 @@ fn a_schema_newer_than_this_build_is_refused_naming_both_versions() {
                 err,
                 hookledger::LedgerError::SchemaTooNew {
                     found: 7,
-                    supported: 4
+                    supported: 5
                 }
             ),
             "{err:?}"
         );
         let text = err.to_string();
-        assert!(text.contains('7') && text.contains('4'), "{text}");
+        assert!(text.contains('7') && text.contains('5'), "{text}");
     }
 }
 
@@ -567,7 +687,7 @@ fn an_older_file_is_migrated_forward_at_open() {
         assert_eq!(store.schema_version().unwrap(), 1);
     }
     let store = DuckStore::open(&path, OpenMode::ReadWrite).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 4);
+    assert_eq!(store.schema_version().unwrap(), 5);
     let n: i64 = store
         .connection()
         .query_row("SELECT count(*) FROM delivery_latest", [], |r| r.get(0))
@@ -624,7 +744,7 @@ fn a_schema_2_file_with_history_migrates_forward_and_still_verifies() {
     t.ledger().checkpoint_now().unwrap();
     t.reopen_with(&options);
     let reader = t.ledger().reader().unwrap();
-    assert_eq!(reader.schema_version().unwrap(), 4);
+    assert_eq!(reader.schema_version().unwrap(), 5);
     let sealed: i64 = reader
         .connection()
         .unwrap()

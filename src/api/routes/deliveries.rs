@@ -1,5 +1,7 @@
-//! `/v1/deliveries...`: the deliveries in the order they were enqueued (a cursor-paged list),
-//! one delivery's audit trail, and a redelivery of one that finished.
+//! `/v1/deliveries...` (and under `/v1/apps/{app}`): the deliveries in the order they were
+//! enqueued (a cursor-paged list), one delivery's audit trail, and a redelivery of one that
+//! finished. A delivery is named by its webhook and the producer's event id; answers show the
+//! producer's id, and the 16-byte key the ledger records carry as `event_key`.
 
 use aide::axum::routing::{get_with, post_with};
 use aide::axum::ApiRouter;
@@ -12,8 +14,9 @@ use super::{blocking, optional_id, page_limit, parse_id, ApiResult, Refusals};
 use crate::api::error::ApiError;
 use crate::api::extract::{Path, Query};
 use crate::api::openapi::SortedJson;
+use crate::api::scope::Scope;
 use crate::api::AppState;
-use crate::ids::{DeliveryKey, EventId, WebhookId};
+use crate::ids::{AppUid, DeliveryKey, EventId, ProducerId, WebhookId};
 use crate::ledger::record::Record;
 use crate::ledger::view::{DeliveryFilter, DeliveryState, DeliverySummary};
 use crate::store::Store;
@@ -25,7 +28,7 @@ pub fn routes() -> ApiRouter<AppState> {
             get_with(list_deliveries, |op| {
                 op.summary("Live and finished deliveries, in the order they were enqueued")
                     .description("Pass the answer's `next_cursor` back as `cursor`.")
-                    .refuses(&[422])
+                    .refuses(&[404, 422])
             }),
         )
         .api_route(
@@ -39,9 +42,9 @@ pub fn routes() -> ApiRouter<AppState> {
             "/deliveries/{webhook_id}/{event_id}/redeliver",
             post_with(redeliver, |op| {
                 op.summary("Requeue one finished delivery with a fresh budget")
-                    .description("409 if it is still live.")
+                    .description("409 if it is still live; 410 if its event's body was expunged.")
                     .response::<202, SortedJson<Requeued>>()
-                    .refuses(&[404, 409, 422])
+                    .refuses(&[404, 409, 410, 422])
             }),
         )
 }
@@ -51,16 +54,40 @@ pub fn routes() -> ApiRouter<AppState> {
 pub struct DeliveryPath {
     #[schemars(with = "uuid::Uuid")]
     webhook_id: String,
-    #[schemars(with = "uuid::Uuid")]
+    /// The producer's event id (a UUID for events published without one).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._:~-]{1,256}$"))]
     event_id: String,
 }
 
+/// A delivery the request may see, found by its webhook and the producer's event id.
+struct Found {
+    key: DeliveryKey,
+    app: AppUid,
+}
+
 impl DeliveryPath {
-    fn key(&self) -> ApiResult<DeliveryKey> {
-        Ok(DeliveryKey::new(
-            WebhookId(parse_id("webhook_id", &self.webhook_id)?),
-            EventId(parse_id("event_id", &self.event_id)?),
-        ))
+    /// The delivery's key: the webhook must be one the request may see (another app's answers
+    /// 404 as a missing one does), and the event id is the producer's, keyed in the webhook's
+    /// app ([`ProducerId::key`]).
+    fn find(&self, state: &AppState, scope: &Scope) -> ApiResult<Found> {
+        let webhook = WebhookId(parse_id("webhook_id", &self.webhook_id)?);
+        let producer = ProducerId::parse(&self.event_id).ok_or_else(|| {
+            ApiError::invalid(
+                "event_id",
+                "must be 1 to 256 characters of [A-Za-z0-9._:~-]",
+            )
+        })?;
+        let registry = state.engine.ledger().shared().read_registry();
+        let app = registry.app_of(&webhook).clone();
+        if registry.get(&webhook).is_none() || !scope.sees(&app) {
+            return Err(ApiError::not_found(format!(
+                "no delivery {webhook}/{producer}"
+            )));
+        }
+        Ok(Found {
+            key: DeliveryKey::new(webhook, producer.key(&app)),
+            app,
+        })
     }
 }
 
@@ -74,9 +101,10 @@ pub struct Requeued {
 /// Requeues one finished delivery with a fresh budget.
 async fn redeliver(
     State(state): State<AppState>,
+    scope: Scope,
     Path(path): Path<DeliveryPath>,
 ) -> ApiResult<(StatusCode, SortedJson<Requeued>)> {
-    let key = path.key()?;
+    let key = path.find(&state, &scope)?.key;
     let seq = state
         .engine
         .redeliver(key, "redeliver requested through the API")
@@ -93,36 +121,63 @@ async fn redeliver(
 #[derive(Serialize, JsonSchema)]
 pub struct Trail {
     webhook_id: WebhookId,
-    event_id: EventId,
+    /// The app of the webhook (and of the event).
+    app: String,
+    /// The producer's event id.
+    event_id: String,
+    /// The event's 16-byte key, as the records name it.
+    event_key: EventId,
     state: DeliveryState,
     records: Vec<Record>,
+    /// The expunge of the event's body, when it was erased (its chained fact).
+    body_expunged: Option<super::event_body::Fact>,
 }
 
 /// A delivery's state and its full record history: the audit trail.
 async fn delivery(
     State(state): State<AppState>,
+    scope: Scope,
     Path(path): Path<DeliveryPath>,
 ) -> ApiResult<SortedJson<Trail>> {
-    let key = path.key()?;
+    let Found { key, app } = path.find(&state, &scope)?;
     let ledger = state.engine.ledger().clone();
-    let records = blocking(move || ledger.history(key)).await?;
+    let (records, producer, expunged) = blocking(move || {
+        let records = ledger.history(key)?;
+        let reader = ledger.reader()?;
+        let producer = reader.producer_ids(&[key.event_id])?;
+        Ok((records, producer, reader.expunge_of(key.event_id)?))
+    })
+    .await?;
     let Some(last) = records.last() else {
-        return Err(ApiError::not_found(format!("no delivery {key}")));
+        return Err(ApiError::not_found(format!(
+            "no delivery {}/{}",
+            key.webhook_id, path.event_id
+        )));
     };
     Ok(SortedJson(Trail {
         webhook_id: key.webhook_id,
-        event_id: key.event_id,
+        app: app.to_string(),
+        event_id: producer
+            .get(&key.event_id)
+            .cloned()
+            .unwrap_or_else(|| path.event_id.clone()),
+        event_key: key.event_id,
         state: DeliveryState::after(last.kind()),
         records,
+        body_expunged: expunged.map(super::event_body::Fact::of),
     }))
 }
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
+    /// Only this app's deliveries (for the operator token on `/v1/deliveries`).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._:~-]{1,256}$"))]
+    app: Option<String>,
     #[schemars(with = "Option<uuid::Uuid>")]
     webhook_id: Option<String>,
-    #[schemars(with = "Option<uuid::Uuid>")]
+    /// The producer's event id, looked up in `app` (the request's app; `default` when none).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._:~-]{1,256}$"))]
     event_id: Option<String>,
     #[schemars(with = "Option<DeliveryState>")]
     state: Option<String>,
@@ -133,26 +188,61 @@ pub struct DeliveriesQuery {
     cursor: Option<String>,
 }
 
+/// One delivery as listed.
+#[derive(Serialize, JsonSchema)]
+pub struct DeliveryRow {
+    /// The producer's event id.
+    event_id: String,
+    /// The app of its webhook.
+    app: String,
+    #[serde(flatten)]
+    summary: DeliverySummary,
+}
+
 /// One page of deliveries.
 #[derive(Serialize, JsonSchema)]
 pub struct DeliveriesPage {
-    data: Vec<DeliverySummary>,
+    data: Vec<DeliveryRow>,
     /// The next page's `cursor`; null on the last page.
     next_cursor: Option<String>,
 }
 
-/// Live and finished deliveries in the order they were enqueued, filtered by webhook, event or
-/// state; pass the answer's `next_cursor` back as `cursor` for the next page.
+/// Live and finished deliveries in the order they were enqueued, filtered by app, webhook,
+/// event or state; pass the answer's `next_cursor` back as `cursor` for the next page.
 async fn list_deliveries(
     State(state): State<AppState>,
+    scope: Scope,
     query: Result<Query<DeliveriesQuery>, ApiError>,
 ) -> ApiResult<SortedJson<DeliveriesPage>> {
     let Query(q) = query?;
     let limit = page_limit(q.limit)?;
+    let app = scope.filter(&state, q.app.as_deref())?;
+    let webhook = optional_id("webhook_id", q.webhook_id.as_deref())?.map(WebhookId);
+    if let Some(w) = webhook {
+        check_webhook(&state, &scope, w)?;
+    }
+    let event = q
+        .event_id
+        .as_deref()
+        .map(|s| {
+            ProducerId::parse(s)
+                .map(|p| p.key(app.as_ref().unwrap_or(&AppUid::default_app())))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "event_id",
+                        "must be 1 to 256 characters of [A-Za-z0-9._:~-]",
+                    )
+                })
+        })
+        .transpose()?;
+    let webhooks = app.as_ref().map(|app| {
+        let registry = state.engine.ledger().shared().read_registry();
+        registry.of_app(app).map(|w| w.id).collect::<Vec<_>>()
+    });
     let filter = DeliveryFilter {
-        webhook: optional_id("webhook_id", q.webhook_id.as_deref())?.map(WebhookId),
-        webhooks: None,
-        event: optional_id("event_id", q.event_id.as_deref())?.map(EventId),
+        webhook,
+        webhooks,
+        event,
         state: q
             .state
             .as_deref()
@@ -168,14 +258,43 @@ async fn list_deliveries(
     };
     let after = q.cursor.as_deref().map(cursor::decode).transpose()?;
     let reader = state.engine.ledger().reader()?;
-    let rows = blocking(move || reader.deliveries(filter, after.unwrap_or(0), limit)).await?;
+    let (rows, producers) = blocking(move || {
+        let rows = reader.deliveries(filter, after.unwrap_or(0), limit)?;
+        let keys: Vec<EventId> = rows.iter().map(|r| r.event_id).collect();
+        Ok((rows, reader.producer_ids(&keys)?))
+    })
+    .await?;
     let next = (rows.len() == limit)
         .then(|| rows.last().map(|r| cursor::encode(r.enqueued_seq)))
         .flatten();
+    let registry = state.engine.ledger().shared().read_registry();
+    let data = rows
+        .into_iter()
+        .map(|summary| DeliveryRow {
+            event_id: producers
+                .get(&summary.event_id)
+                .cloned()
+                .unwrap_or_else(|| summary.event_id.to_string()),
+            app: registry.app_of(&summary.webhook_id).to_string(),
+            summary,
+        })
+        .collect();
     Ok(SortedJson(DeliveriesPage {
-        data: rows,
+        data,
         next_cursor: next,
     }))
+}
+
+/// 404 for a `webhook_id` filter naming another app's webhook than the request may see (the
+/// operator's unscoped view answers an empty page for an unknown one, as before apps).
+pub(super) fn check_webhook(state: &AppState, scope: &Scope, webhook: WebhookId) -> ApiResult<()> {
+    let registry = state.engine.ledger().shared().read_registry();
+    let known = registry.get(&webhook).is_some();
+    if scope.sees(registry.app_of(&webhook)) && (known || scope.filter(state, None)?.is_none()) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("no webhook {webhook}")))
+    }
 }
 
 /// The opaque `cursor` of `GET /v1/deliveries`: the last listed delivery's `enqueued` seq.

@@ -1,5 +1,7 @@
-//! `POST /v1/events`: publish an event. It is durable, with a delivery per matching webhook,
-//! before the answer; a repeat with the same body answers the first result.
+//! `POST /v1/events` and `POST /v1/apps/{app}/events`: publish an event to one app (the
+//! route's, the scoped token's, or `default`). It is durable, with a delivery per matching
+//! webhook of that app, before the answer; a repeat of its id in the same app with the same
+//! body answers the first result, with another body 409.
 
 use aide::axum::routing::post_with;
 use aide::axum::ApiRouter;
@@ -13,6 +15,7 @@ use super::{ApiResult, Refusals};
 use crate::api::error::ApiError;
 use crate::api::extract::Json;
 use crate::api::openapi::SortedJson;
+use crate::api::scope::Scope;
 use crate::api::AppState;
 use crate::delivery::engine::Publish;
 use crate::ids::{ProducerId, WebhookId};
@@ -64,6 +67,7 @@ pub struct PublishAnswer {
 
 async fn publish(
     State(state): State<AppState>,
+    scope: Scope,
     Json(req): Json<NewEvent>,
 ) -> ApiResult<(StatusCode, SortedJson<PublishAnswer>)> {
     if !valid_event_type(&req.event_type) {
@@ -84,10 +88,9 @@ async fn publish(
             })
         })
         .transpose()?;
-    let published = state
-        .engine
-        .publish(Publish::new(producer_id, req.event_type, req.payload))
-        .await?;
+    let mut publish = Publish::new(producer_id, req.event_type, req.payload);
+    publish.app = scope.app();
+    let published = state.engine.publish(publish).await?;
     let status = if published.duplicate {
         StatusCode::OK
     } else {

@@ -16,8 +16,9 @@ use super::{blocking, optional_id, page_limit, timestamp, ApiResult, Refusals};
 use crate::api::error::ApiError;
 use crate::api::extract::Query;
 use crate::api::openapi::SortedJson;
+use crate::api::scope::Scope;
 use crate::api::AppState;
-use crate::ids::WebhookId;
+use crate::ids::{EventId, WebhookId};
 use crate::ledger::record::{Record, RecordKind, Timestamp};
 use crate::ledger::verify::Verdict;
 use crate::ledger::view::QueueView;
@@ -29,32 +30,45 @@ pub fn routes() -> ApiRouter<AppState> {
             "/state",
             get_with(state, |op| {
                 op.summary("The queue as reconstructed now, after record `seq`, or at `at`")
-                    .refuses(&[422])
+                    .description(
+                        "`app` restricts it to one app's deliveries (a scoped token's always).",
+                    )
+                    .refuses(&[404, 422])
             }),
         )
         .api_route(
             "/ledger",
             get_with(ledger, |op| {
                 op.summary("Raw ledger records in seq order")
-                    .description("Pass the answer's `next_after_seq` back as `after_seq` to tail.")
-                    .refuses(&[422])
+                    .description(
+                        "Pass the answer's `next_after_seq` back as `after_seq` to tail; `app` \
+                         restricts it to one app's deliveries (a scoped token's always).",
+                    )
+                    .refuses(&[404, 422])
             }),
         )
         .api_route(
             "/ledger/head",
             get_with(head, |op| {
-                op.summary("The ledger's head, to keep elsewhere")
+                op.summary("The ledger's head, to keep elsewhere (operator token)")
+                    .refuses(&[403])
             }),
         )
         .api_route(
             "/verify",
-            get_with(verify, |op| op.summary("The `verify` verdict")),
+            get_with(verify, |op| {
+                op.summary("The `verify` verdict (operator token)")
+                    .refuses(&[403])
+            }),
         )
 }
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateQuery {
+    /// Only this app's deliveries (its live rows, and its counts).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._:~-]{1,256}$"))]
+    app: Option<String>,
     /// An instant (RFC 3339); wins over `seq`.
     #[schemars(with = "Option<Timestamp>")]
     at: Option<String>,
@@ -65,18 +79,44 @@ pub struct StateQuery {
 /// The queue as reconstructed now, after record `seq`, or at instant `at`.
 async fn state(
     State(state): State<AppState>,
+    scope: Scope,
     query: Result<Query<StateQuery>, ApiError>,
 ) -> ApiResult<axum::Json<QueueView>> {
     let Query(q) = query?;
     let at = q.at.as_deref().map(|s| timestamp("at", s)).transpose()?;
+    let webhooks = app_webhooks(&state, &scope, q.app.as_deref())?;
     let ledger = state.engine.ledger().clone();
-    let projection = blocking(move || match (at, q.seq) {
-        (Some(at), _) => ledger.state_at_time(at),
-        (None, Some(seq)) => ledger.state_at_seq(seq),
-        (None, None) => Ok(ledger.state()),
+    let view = blocking(move || {
+        let projection = match (at, q.seq) {
+            (Some(at), _) => ledger.state_at_time(at)?,
+            (None, Some(seq)) => ledger.state_at_seq(seq)?,
+            (None, None) => ledger.state(),
+        };
+        Ok(match webhooks {
+            None => QueueView::of(&projection),
+            Some(webhooks) => {
+                let finished = ledger
+                    .reader()?
+                    .finished_counts(&webhooks, projection.last_seq())?;
+                QueueView::of_app(&projection, &webhooks.into_iter().collect(), finished)
+            }
+        })
     })
     .await?;
-    Ok(axum::Json(QueueView::of(&projection)))
+    Ok(axum::Json(view))
+}
+
+/// The webhooks of the app the request is restricted to (`None`: every app's).
+fn app_webhooks(
+    state: &AppState,
+    scope: &Scope,
+    app: Option<&str>,
+) -> ApiResult<Option<Vec<WebhookId>>> {
+    let Some(app) = scope.filter(state, app)? else {
+        return Ok(None);
+    };
+    let registry = state.engine.ledger().shared().read_registry();
+    Ok(Some(registry.of_app(&app).map(|w| w.id).collect()))
 }
 
 /// The verdict: `ok`, a line for people, and the counts and first problem.
@@ -87,7 +127,11 @@ pub struct VerifyAnswer {
     detail: Verdict,
 }
 
-async fn verify(State(state): State<AppState>) -> ApiResult<SortedJson<VerifyAnswer>> {
+async fn verify(
+    State(state): State<AppState>,
+    scope: Scope,
+) -> ApiResult<SortedJson<VerifyAnswer>> {
+    scope.operator()?;
     let ledger = state.engine.ledger().clone();
     let verdict = blocking(move || ledger.verify()).await?;
     Ok(SortedJson(VerifyAnswer {
@@ -100,6 +144,9 @@ async fn verify(State(state): State<AppState>) -> ApiResult<SortedJson<VerifyAns
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerQuery {
+    /// Only the records of this app's deliveries.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._:~-]{1,256}$"))]
+    app: Option<String>,
     /// Records after this seq (0 when absent).
     after_seq: Option<u64>,
     /// 1 to 1,000; 100 when absent.
@@ -115,6 +162,8 @@ pub struct LedgerQuery {
 #[derive(Serialize, JsonSchema)]
 pub struct LedgerPage {
     data: Vec<Record>,
+    /// The producer's id of each event the records name by key.
+    producer_ids: std::collections::BTreeMap<EventId, String>,
     /// The last record's seq (the next page's `after_seq`); null when the page is empty.
     next_after_seq: Option<u64>,
 }
@@ -123,6 +172,7 @@ pub struct LedgerPage {
 /// `next_after_seq` back as `after_seq`.
 async fn ledger(
     State(state): State<AppState>,
+    scope: Scope,
     query: Result<Query<LedgerQuery>, ApiError>,
 ) -> ApiResult<SortedJson<LedgerPage>> {
     let Query(q) = query?;
@@ -136,9 +186,27 @@ async fn ledger(
                 .ok_or_else(|| ApiError::invalid("kind", format!("`{k}` is not a record kind")))
         })
         .transpose()?;
+    if let Some(w) = webhook {
+        super::deliveries::check_webhook(&state, &scope, w)?;
+    }
+    let webhooks = app_webhooks(&state, &scope, q.app.as_deref())?.map(|mut ws| {
+        // An app's records of one webhook: none if the webhook is another app's.
+        if let Some(w) = webhook {
+            ws.retain(|x| *x == w);
+        }
+        ws
+    });
     let reader = state.engine.ledger().reader()?;
     let after = q.after_seq.unwrap_or(0);
-    let rows = blocking(move || reader.page(after, limit, webhook, kind)).await?;
+    let (rows, producer_ids) = blocking(move || {
+        let rows = match &webhooks {
+            Some(ws) => reader.page_of(after, limit, ws, kind)?,
+            None => reader.page(after, limit, webhook, kind)?,
+        };
+        let keys: Vec<EventId> = rows.iter().map(|r| EventId(r.event_id)).collect();
+        Ok((rows, reader.producer_ids(&keys)?))
+    })
+    .await?;
     let records = rows
         .into_iter()
         .map(|r| r.into_record())
@@ -146,6 +214,7 @@ async fn ledger(
     let next = records.last().map(|r| r.seq);
     Ok(SortedJson(LedgerPage {
         data: records,
+        producer_ids: producer_ids.into_iter().collect(),
         next_after_seq: next,
     }))
 }
@@ -161,7 +230,8 @@ pub struct HeadAnswer {
     anchor: String,
 }
 
-async fn head(State(state): State<AppState>) -> ApiResult<SortedJson<HeadAnswer>> {
+async fn head(State(state): State<AppState>, scope: Scope) -> ApiResult<SortedJson<HeadAnswer>> {
+    scope.operator()?;
     let ledger = state.engine.ledger().clone();
     let head = blocking(move || ledger.head()).await?;
     Ok(SortedJson(HeadAnswer {

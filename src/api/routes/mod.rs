@@ -1,6 +1,8 @@
-//! The routes, one file per resource, mirroring the URLs: [`webhooks`] (`/v1/webhooks...`),
+//! The routes, one file per resource, mirroring the URLs: [`apps`] (`/v1/apps...`: apps and
+//! their tokens), [`webhooks`] (`/v1/webhooks...`),
 //! [`events`] (`/v1/events`), [`deliveries`] (`/v1/deliveries...`), [`ledger`] (`/v1/state`,
-//! `/v1/ledger`, `/v1/ledger/head`, `/v1/verify`), [`whatif`] (`/v1/whatif`), [`sql`] (`/v1/sql`) and [`service`]
+//! `/v1/ledger`, `/v1/ledger/head`, `/v1/verify`), [`event_body`] (`/v1/events/{id}/body`:
+//! erasure), [`whatif`] (`/v1/whatif`), [`sql`] (`/v1/sql`) and [`service`]
 //! (`/healthz`, `/metrics`, `/openapi.json`, no token). Each file's `routes()` returns an aide
 //! [`ApiRouter`] whose paths are relative to where [`super::router`] mounts it.
 //!
@@ -19,7 +21,9 @@
 //!    listing every refusal the handler answers itself (404, 409, 422); the extractors add 400,
 //!    413 and 415, and every `/v1` operation gets the bearer requirement, 401 and 503.
 
+mod apps;
 mod deliveries;
+mod event_body;
 mod events;
 mod ledger;
 pub mod service;
@@ -40,13 +44,69 @@ type ApiResult<T> = Result<T, ApiError>;
 /// The `/v1` routes (the token layer is put on them by [`super::router`]).
 pub fn v1() -> ApiRouter<AppState> {
     ApiRouter::new()
-        .merge(webhooks::routes())
-        .merge(events::routes())
-        .merge(deliveries::routes())
+        .merge(app_resources())
+        .nest("/apps/{app}", app_scoped())
+        .merge(apps::routes())
         .merge(ledger::routes())
         .merge(whatif::routes())
         .merge(sql::routes())
 }
+
+/// What an app owns: its webhooks, events and deliveries. Served twice, with the same
+/// handlers: unscoped (`/v1/webhooks`: the operator's view of every app, writing into
+/// `default`; a scoped token's own app) and under `/v1/apps/{app}` (see [`super::scope`]).
+fn app_resources() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .merge(webhooks::routes())
+        .merge(events::routes())
+        .merge(event_body::routes())
+        .merge(deliveries::routes())
+}
+
+/// [`app_resources`] for mounting under `/apps/{app}`: the `{app}` parameter is documented on
+/// each operation (the handlers read it through [`super::scope::Scope`]), and every operation
+/// may answer 404 for an app that does not exist or that the token may not see.
+fn app_scoped() -> ApiRouter<AppState> {
+    app_resources().with_path_items(|mut item| {
+        aide::generate::in_context(|ctx| {
+            for operation in super::openapi::operations_mut(item.inner_mut()) {
+                let app = aide::openapi::ReferenceOr::Item(app_parameter());
+                operation.parameters.insert(0, app);
+                super::openapi::add_refusal(ctx, operation, 404);
+            }
+        });
+        item
+    })
+}
+
+/// The `{app}` path parameter: an app's uid.
+fn app_parameter() -> aide::openapi::Parameter {
+    use aide::openapi::{Parameter, ParameterData, ParameterSchemaOrContent, SchemaObject};
+    Parameter::Path {
+        parameter_data: ParameterData {
+            name: "app".into(),
+            description: Some("The app's uid.".into()),
+            required: true,
+            format: ParameterSchemaOrContent::Schema(SchemaObject {
+                json_schema: schemars::json_schema!({
+                    "type": "string",
+                    "pattern": APP_UID_PATTERN,
+                }),
+                example: None,
+                external_docs: None,
+            }),
+            extensions: Default::default(),
+            deprecated: None,
+            example: None,
+            examples: Default::default(),
+            explode: None,
+        },
+        style: Default::default(),
+    }
+}
+
+/// An app uid or producer event id, for the document (see [`crate::ids::is_producer_id`]).
+pub const APP_UID_PATTERN: &str = r"^[A-Za-z0-9._:~-]{1,256}$";
 
 /// A UUID path or query parameter: 422 naming the field when it is not one.
 fn parse_id<T: std::str::FromStr>(field: &str, s: &str) -> ApiResult<T> {

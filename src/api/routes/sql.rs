@@ -15,6 +15,7 @@ use super::{blocking, ApiResult, Refusals};
 use crate::api::error::ApiError;
 use crate::api::extract::Json;
 use crate::api::openapi::SortedJson;
+use crate::api::scope::Scope;
 use crate::api::AppState;
 use crate::sql::{self, Answer, Limits, SqlError};
 
@@ -30,7 +31,7 @@ pub fn routes() -> ApiRouter<AppState> {
                      was cut), 10 s and 128 MiB of intermediates. `Accept: text/csv` answers CSV.",
                 )
                 .response::<200, SortedJson<Answer>>()
-                .refuses(&[400, 422])
+                .refuses(&[400, 403, 422])
         }),
     )
 }
@@ -51,9 +52,11 @@ pub struct SqlQuery {
 
 async fn query(
     State(state): State<AppState>,
+    scope: Scope,
     headers: HeaderMap,
     body: Result<Json<SqlQuery>, ApiError>,
 ) -> ApiResult<Response> {
+    scope.operator()?;
     let Json(req) = body?;
     if req.query.is_empty() || req.query.len() > MAX_QUERY {
         return Err(ApiError::invalid(

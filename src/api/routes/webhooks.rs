@@ -1,5 +1,6 @@
-//! `/v1/webhooks...`: register, list, read, change, delete, rotate a secret, recover a window
-//! and send a test. The signing secret appears in two answers only (register and rotate); the
+//! `/v1/webhooks...` (and under `/v1/apps/{app}`): register, list, read, change, delete, rotate
+//! a secret, recover a window and send a test. A webhook is registered into the request's app
+//! and is found only by requests that may see that app (another app's answers 404). The signing secret appears in two answers only (register and rotate); the
 //! webhook views never carry it.
 
 use aide::axum::routing::{get_with, post_with};
@@ -12,15 +13,16 @@ use serde::{Deserialize, Serialize};
 use super::events::{check_event_types, event_types_schema, optional_event_types_schema};
 use super::{parse_id, timestamp, ApiResult, Refusals};
 use crate::api::error::ApiError;
-use crate::api::extract::{Json, Path};
+use crate::api::extract::{Json, Path, Query};
 use crate::api::openapi::SortedJson;
+use crate::api::scope::Scope;
 use crate::api::AppState;
 use crate::delivery::guard::SystemLookup;
 use crate::delivery::signing::Secret;
 use crate::ids::WebhookId;
 use crate::ledger::record::{RecordBody, Timestamp};
 use crate::ledger::writer::{Commit, Receipt};
-use crate::registry::{Change, Webhook};
+use crate::registry::{Change, PayloadFormat, Registry, Webhook};
 
 pub fn routes() -> ApiRouter<AppState> {
     ApiRouter::new()
@@ -32,7 +34,11 @@ pub fn routes() -> ApiRouter<AppState> {
                     .response::<201, SortedJson<WebhookCreated>>()
                     .refuses(&[422])
             })
-            .get_with(list_webhooks, |op| op.summary("List the webhooks")),
+            .get_with(list_webhooks, |op| {
+                op.summary("List the webhooks")
+                    .description("`app` narrows the list to one app (404 if it does not exist).")
+                    .refuses(&[404])
+            }),
         )
         .api_route(
             "/webhooks/{id}",
@@ -61,8 +67,11 @@ pub fn routes() -> ApiRouter<AppState> {
             "/webhooks/{id}/recover",
             post_with(recover, |op| {
                 op.summary("Requeue its dead and parked deliveries that finished in a window")
-                    .description("409 when one of them changed state meanwhile; retry.")
-                    .refuses(&[404, 409, 422])
+                    .description(
+                        "409 when one of them changed state meanwhile; retry. 410 when every one \
+                         found is of an event whose body was expunged.",
+                    )
+                    .refuses(&[404, 409, 410, 422])
             }),
         )
         .api_route(
@@ -95,6 +104,9 @@ pub struct NewWebhook {
     description: Option<String>,
     /// `whsec_` and the base64 of a key; generated when absent.
     secret: Option<String>,
+    /// `standard` (the default): the Standard Webhooks body `{"type", "timestamp", "data"}`;
+    /// `raw`: the bare payload.
+    payload_format: Option<PayloadFormat>,
 }
 
 /// A webhook URL: http(s) with a host, not internal unless allowlisted, whether written as
@@ -114,6 +126,9 @@ async fn check_url(state: &AppState, url: &str) -> ApiResult<()> {
 #[schemars(rename = "Webhook")]
 pub struct WebhookView {
     id: WebhookId,
+    /// The app it belongs to.
+    app: String,
+    payload_format: PayloadFormat,
     url: String,
     event_types: Vec<String>,
     description: Option<String>,
@@ -122,10 +137,12 @@ pub struct WebhookView {
     updated_at: Timestamp,
 }
 
-impl From<&Webhook> for WebhookView {
-    fn from(w: &Webhook) -> Self {
+impl WebhookView {
+    fn of(registry: &Registry, w: &Webhook) -> Self {
         Self {
             id: w.id,
+            app: registry.app_of(&w.id).to_string(),
+            payload_format: registry.format_of(&w.id),
             url: w.url.clone(),
             event_types: w.event_types.clone(),
             description: w.description.clone(),
@@ -147,6 +164,7 @@ pub struct WebhookCreated {
 
 async fn create_webhook(
     State(state): State<AppState>,
+    scope: Scope,
     Json(req): Json<NewWebhook>,
 ) -> ApiResult<(StatusCode, SortedJson<WebhookCreated>)> {
     check_url(&state, &req.url).await?;
@@ -161,12 +179,12 @@ async fn create_webhook(
         event_types: req.event_types,
         description: req.description,
         secret: secret.clone(),
-        app: crate::ids::AppUid::default_app(),
-        payload_format: Default::default(),
+        app: scope.app(),
+        payload_format: req.payload_format.unwrap_or_default(),
     };
     commit_change(&state, id, change, false).await?;
     let created = WebhookCreated {
-        webhook: (&registered(&state, id)?).into(),
+        webhook: registered(&state, &scope, id)?,
         secret: secret.expose(),
     };
     Ok((StatusCode::CREATED, SortedJson(created)))
@@ -180,43 +198,66 @@ async fn commit_change(
     park: bool,
 ) -> ApiResult<Receipt> {
     let commit = Commit {
-        changes: vec![(id, change)],
+        changes: vec![(id, state.engine.seal_change(change))],
         park: park.then(|| (id, "webhook deactivated".to_owned())),
         ..Commit::default()
     };
     Ok(state.engine.ledger().commit(commit).await?)
 }
 
-fn registered(state: &AppState, id: WebhookId) -> ApiResult<Webhook> {
-    state
-        .engine
-        .ledger()
-        .shared()
-        .read_registry()
+/// Webhook `id` as the API shows it, if the request may see it (another app's is 404, as a
+/// missing one).
+fn registered(state: &AppState, scope: &Scope, id: WebhookId) -> ApiResult<WebhookView> {
+    let registry = state.engine.ledger().shared().read_registry();
+    registry
         .get(&id)
-        .cloned()
+        .filter(|_| scope.sees(registry.app_of(&id)))
+        .map(|w| WebhookView::of(&registry, w))
         .ok_or_else(|| ApiError::not_found(format!("no webhook {id}")))
 }
 
-/// Every registered webhook.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookListQuery {
+    /// Only this app's webhooks (for the operator token on `/v1/webhooks`).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._:~-]{1,256}$"))]
+    app: Option<String>,
+}
+
+/// The registered webhooks the request may see, by id.
 #[derive(Serialize, JsonSchema)]
 pub struct WebhookList {
     data: Vec<WebhookView>,
 }
 
-async fn list_webhooks(State(state): State<AppState>) -> SortedJson<WebhookList> {
+async fn list_webhooks(
+    State(state): State<AppState>,
+    scope: Scope,
+    query: Result<Query<WebhookListQuery>, ApiError>,
+) -> ApiResult<SortedJson<WebhookList>> {
+    let Query(q) = query?;
+    let app = scope.filter(&state, q.app.as_deref())?;
     let registry = state.engine.ledger().shared().read_registry();
-    SortedJson(WebhookList {
-        data: registry.all().map(WebhookView::from).collect(),
-    })
+    let data = match &app {
+        Some(app) => registry
+            .of_app(app)
+            .map(|w| WebhookView::of(&registry, w))
+            .collect(),
+        None => registry
+            .all()
+            .map(|w| WebhookView::of(&registry, w))
+            .collect(),
+    };
+    Ok(SortedJson(WebhookList { data }))
 }
 
 async fn get_webhook(
     State(state): State<AppState>,
+    scope: Scope,
     Path(path): Path<WebhookPath>,
 ) -> ApiResult<SortedJson<WebhookView>> {
     let id = parse_id("id", &path.id)?;
-    Ok(SortedJson((&registered(&state, id)?).into()))
+    Ok(SortedJson(registered(&state, &scope, id)?))
 }
 
 /// A deleted (deactivated) webhook and how many pending deliveries were parked.
@@ -230,10 +271,11 @@ pub struct WebhookDeleted {
 /// Deactivates the webhook and parks its pending deliveries, in one commit.
 async fn delete_webhook(
     State(state): State<AppState>,
+    scope: Scope,
     Path(path): Path<WebhookPath>,
 ) -> ApiResult<SortedJson<WebhookDeleted>> {
     let id: WebhookId = parse_id("id", &path.id)?;
-    registered(&state, id)?;
+    registered(&state, &scope, id)?;
     let change = Change::Deactivated {
         reason: "deleted through the API".into(),
     };
@@ -256,17 +298,19 @@ pub struct WebhookPatch {
     event_types: Option<Vec<String>>,
     description: Option<String>,
     active: Option<bool>,
+    payload_format: Option<PayloadFormat>,
 }
 
 /// Changes url, event_types, description or active. Deactivating parks pending deliveries.
 async fn patch_webhook(
     State(state): State<AppState>,
+    scope: Scope,
     Path(path): Path<WebhookPath>,
     body: Result<Json<WebhookPatch>, ApiError>,
 ) -> ApiResult<SortedJson<WebhookView>> {
     let id: WebhookId = parse_id("id", &path.id)?;
     let Json(patch) = body?;
-    registered(&state, id)?;
+    registered(&state, &scope, id)?;
     if let Some(url) = &patch.url {
         check_url(&state, url).await?;
     }
@@ -279,10 +323,10 @@ async fn patch_webhook(
         event_types: patch.event_types,
         description: patch.description,
         active: patch.active,
-        payload_format: None,
+        payload_format: patch.payload_format,
     };
     commit_change(&state, id, change, park).await?;
-    Ok(SortedJson((&registered(&state, id)?).into()))
+    Ok(SortedJson(registered(&state, &scope, id)?))
 }
 
 /// The new secret; the previous one signs beside it until `previous_secret_until`.
@@ -296,10 +340,11 @@ pub struct SecretRotated {
 /// A new secret; the previous one keeps signing beside it for a day.
 async fn rotate_secret(
     State(state): State<AppState>,
+    scope: Scope,
     Path(path): Path<WebhookPath>,
 ) -> ApiResult<SortedJson<SecretRotated>> {
     let id: WebhookId = parse_id("id", &path.id)?;
-    registered(&state, id)?;
+    registered(&state, &scope, id)?;
     let secret = Secret::generate();
     let previous_until =
         chrono::Utc::now() + chrono::Duration::hours(crate::registry::ROTATION_OVERLAP_HOURS);
@@ -333,12 +378,13 @@ pub struct Recovered {
 /// Requeues the webhook's dead and parked deliveries that finished in the window.
 async fn recover(
     State(state): State<AppState>,
+    scope: Scope,
     Path(path): Path<WebhookPath>,
     body: Result<Json<RecoverWindow>, ApiError>,
 ) -> ApiResult<SortedJson<Recovered>> {
     let id: WebhookId = parse_id("id", &path.id)?;
     let Json(window) = body?;
-    registered(&state, id)?;
+    registered(&state, &scope, id)?;
     let since = timestamp("since", &window.since)?;
     let until = match &window.until {
         Some(u) => timestamp("until", u)?,
@@ -367,10 +413,11 @@ pub struct TestResult {
 /// Sends one signed test event to the webhook and answers with what the ledger recorded.
 async fn test_webhook(
     State(state): State<AppState>,
+    scope: Scope,
     Path(path): Path<WebhookPath>,
 ) -> ApiResult<SortedJson<TestResult>> {
     let id: WebhookId = parse_id("id", &path.id)?;
-    registered(&state, id)?;
+    registered(&state, &scope, id)?;
     let test = state.engine.test_delivery(id).await?;
     let delivered = test
         .records

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::{blocking, Refusals};
 use crate::api::error::ApiError;
 use crate::api::extract::Json;
+use crate::api::scope::Scope as Access;
 use crate::api::AppState;
 use crate::delivery::backoff::RetrySchedule;
 use crate::ids::WebhookId;
@@ -23,7 +24,7 @@ pub fn routes() -> ApiRouter<AppState> {
         post_with(whatif, |op| {
             op.summary("The window's deliveries replayed under another retry schedule")
                 .description("The same JSON as `hookledger whatif --json`; reads only.")
-                .refuses(&[422])
+                .refuses(&[403, 422])
         }),
     )
 }
@@ -88,8 +89,10 @@ fn query(req: &WhatifRequest) -> Result<Query, ApiError> {
 /// Replays the window's deliveries under the candidate schedule.
 async fn whatif(
     State(state): State<AppState>,
+    access: Access,
     Json(req): Json<WhatifRequest>,
 ) -> Result<axum::Json<Report>, ApiError> {
+    access.operator()?;
     let query = query(&req)?;
     let reader = state.engine.ledger().reader()?;
     let report = blocking(move || whatif::run(&reader, &query, &mut |_| {})).await?;

@@ -27,6 +27,17 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move {
             engine.record(key, attempt, outcome).await;
+            // A body is only ever missing because it was expunged: park the delivery rather
+            // than retry it (refused, harmlessly, when that failure dead-parked it).
+            let reason = crate::ledger::expunge::PARK_REASON.to_owned();
+            let park = NewRecord::new(key, RecordBody::Parked { reason });
+            let _ = engine
+                .ledger
+                .commit(Commit {
+                    records: vec![park],
+                    ..Commit::default()
+                })
+                .await;
             engine.running.send_modify(|n| *n -= 1);
         });
     }
@@ -42,6 +53,25 @@ impl Engine {
         // The permits are back before the outcome's commit wakes the re-drive loop, so the
         // loop never sees a stale "all busy" and sleeps past due work.
         self.record(key, attempt, outcome).await;
+    }
+
+    /// The signing secrets with their keys: sealed ones opened with the key ring (in memory
+    /// only). A secret that does not open fails the attempt, visibly, rather than sending an
+    /// unsigned request.
+    fn open_secrets(
+        &self,
+        secrets: Vec<&crate::delivery::signing::Secret>,
+    ) -> std::result::Result<Vec<crate::delivery::signing::Secret>, String> {
+        secrets
+            .into_iter()
+            .map(|s| match &self.ops.keyring {
+                _ if s.has_key() => Ok(s.clone()),
+                Some(ring) => ring
+                    .open(s)
+                    .map_err(|e| format!("the signing secret does not open: {e}")),
+                None => Err("the signing secret is sealed and no main key is given".into()),
+            })
+            .collect()
     }
 
     /// Sends one attempt; its permits are held until the answer (or failure) is in.
@@ -62,7 +92,11 @@ impl Engine {
         let Some(w) = webhook.filter(|w| w.active) else {
             return local_failure(ErrorClass::Other, "the webhook is not active");
         };
-        let secrets = w.signing_secrets(now);
+        let secrets = match self.open_secrets(w.signing_secrets(now)) {
+            Ok(s) => s,
+            Err(e) => return local_failure(ErrorClass::Other, &e),
+        };
+        let secrets: Vec<&crate::delivery::signing::Secret> = secrets.iter().collect();
         // The producer's id (an old event's UUID): the same on every attempt.
         let msg_id = body
             .producer_id
@@ -89,7 +123,7 @@ impl Engine {
         self.metrics.observe(&outcome);
         let active = self.webhook_active(key.webhook_id);
         let records = self.outcome_records(key, attempt, outcome, self.clock.now(), active);
-        let bodies = records.iter().map(|r| r.body.clone()).collect();
+        let bodies: Vec<RecordBody> = records.iter().map(|r| r.body.clone()).collect();
         let mut backoff = Backoff::new();
         loop {
             let commit = Commit {
@@ -97,7 +131,10 @@ impl Engine {
                 ..Commit::default()
             };
             match self.ledger.commit(commit).await {
-                Ok(_) => break,
+                Ok(_) => {
+                    self.observe_health(key.webhook_id, &bodies);
+                    break;
+                }
                 Err(e @ LedgerError::StorageUnavailable { .. })
                     if !self.stopping.load(Ordering::Relaxed) =>
                 {

@@ -21,13 +21,20 @@
 //!   once the disk is back (at shutdown the retries stop and the next start records the
 //!   attempt as abandoned); a failing re-drive pass backs off the same way instead of spinning.
 //!
+//! - Auto-disable ([`super::health`]): the outcomes it records feed each webhook's failing
+//!   span, and every re-drive pass deactivates (and parks the pending deliveries of) the
+//!   webhooks whose span is long enough by the injected clock ([`disable`]).
+//!
 //! Split by stage: [`publish`] (publish with fan-out, test deliveries), [`redrive`] (the due
-//! index, abandoned attempts, redeliver and recover) and [`attempt`] (sending one attempt and
-//! recording its outcome).
+//! index, abandoned attempts, redeliver and recover), [`attempt`] (sending one attempt and
+//! recording its outcome) and [`takeover`] (another node's cut-off attempts, beside other
+//! nodes on one database: `crate::cluster`).
 
 mod attempt;
+mod disable;
 mod publish;
 mod redrive;
+mod takeover;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +67,17 @@ pub struct EngineConfig {
     pub max_in_flight: usize,
     /// Attempts in flight at once to one webhook.
     pub per_webhook: usize,
+}
+
+/// The operations settings beside [`EngineConfig`] (see [`Engine::with_ops`]); the default
+/// turns them all off, which is what [`Engine::new`] runs with.
+#[derive(Clone, Debug, Default)]
+pub struct OpsConfig {
+    /// Seals the secrets of registry changes and opens stored ones to sign (`None`: secrets
+    /// are stored as given, as before sealing existed).
+    pub keyring: Option<Arc<crate::secrets::Keyring>>,
+    /// When a webhook failing for long is deactivated ([`super::health`]).
+    pub disable: super::health::DisablePolicy,
 }
 
 impl Default for EngineConfig {
@@ -135,6 +153,7 @@ pub struct Engine {
     sender: Sender,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
+    ops: OpsConfig,
     gates: Gates,
     /// Attempts spawned and not yet recorded, for draining.
     running: watch::Sender<usize>,
@@ -147,6 +166,8 @@ pub struct Engine {
     /// Bodies of published deliveries that wait for a permit (std Mutex: held for map
     /// operations only, never across an await).
     waiting: Mutex<WaitingBodies>,
+    /// Each webhook's failing span, for auto-disable (std Mutex, never held across an await).
+    health: Mutex<super::health::Health>,
 }
 
 impl Engine {
@@ -156,17 +177,30 @@ impl Engine {
         clock: Arc<dyn Clock>,
         config: EngineConfig,
     ) -> Arc<Self> {
+        Self::with_ops(ledger, sender, clock, config, OpsConfig::default())
+    }
+
+    /// An engine with operations settings (sealing, auto-disable).
+    pub fn with_ops(
+        ledger: Arc<Ledger>,
+        sender: Sender,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+        ops: OpsConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             gates: Gates::new(config.max_in_flight, config.per_webhook),
             ledger,
             sender,
             clock,
             config,
+            ops,
             running: watch::Sender::new(0),
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
             metrics: Metrics::new(),
             waiting: Mutex::new(WaitingBodies::default()),
+            health: Mutex::new(Default::default()),
         })
     }
 
@@ -178,12 +212,27 @@ impl Engine {
         &self.metrics
     }
 
+    /// `change` with its secret sealed under the current main key, when there is a key ring:
+    /// what every registry change from the API goes through before its commit.
+    pub fn seal_change(&self, change: crate::registry::Change) -> crate::registry::Change {
+        match &self.ops.keyring {
+            Some(ring) => ring.seal_change(change),
+            None => change,
+        }
+    }
+
     /// Re-drives until `shutdown` turns true: sleeps until the earliest due time, or until a
     /// commit lands, whichever is first. Then waits for attempts in flight to be recorded.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if let Err(e) = self.load_health().await {
+            tracing::error!(error = %e, "could not fold the webhooks' failing spans");
+        }
         let mut committed = self.ledger.shared().subscribe();
         let mut backoff = Backoff::new();
         while !*shutdown.borrow() {
+            if let Err(e) = self.take_over().await {
+                tracing::error!(error = %e, "could not abandon a stopped node's attempts");
+            }
             let (saturated, failed) = match self.redrive_pass().await {
                 Ok(pass) => (pass.blocked, false),
                 Err(e) => {
@@ -216,6 +265,11 @@ impl Engine {
         }
         self.stopping.store(true, Ordering::Relaxed);
         self.drain().await;
+    }
+
+    /// Drops an expunged event's body from the memory kept for waiting deliveries.
+    pub fn forget_body(&self, event: EventId) {
+        self.waiting_bodies().forget(event);
     }
 
     /// Makes the re-drive loop look at the due index now.

@@ -27,7 +27,13 @@ impl Engine {
             .collect();
         let mut attempting = Vec::with_capacity(webhooks.len());
         let mut first_attempts = Vec::with_capacity(webhooks.len());
+        let mut ours = 0;
         for w in &webhooks {
+            // Beside other nodes, another node may attempt this webhook (`crate::cluster`).
+            if !self.ledger.shared().attempts(*w) {
+                continue;
+            }
+            ours += 1;
             // Without a ticket the delivery stays pending, due now, for the re-drive.
             if let Some(ticket) = self.gates.try_ticket(*w) {
                 attempting.push(*w);
@@ -48,7 +54,7 @@ impl Engine {
         );
         // Kept before the commit, so a re-drive pass that starts a waiting delivery right
         // after it finds the body.
-        let waiting = webhooks.len() - attempting.len();
+        let waiting = ours - attempting.len();
         self.waiting_bodies().keep(event_id, &body, waiting);
         let committed = self.ledger.commit(commit).await;
         if committed.is_err() {

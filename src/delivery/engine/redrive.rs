@@ -13,6 +13,7 @@ impl Engine {
     }
 
     pub(super) async fn redrive_pass(self: &Arc<Self>) -> Result<Pass> {
+        self.auto_disable().await?;
         let open = self.gates.free() + self.gates.ahead_room();
         if open == 0 {
             return Ok(Pass {
@@ -27,6 +28,9 @@ impl Engine {
                 .shared()
                 .read_projection()
                 .due_fair(self.clock.now(), open, |webhook| {
+                    if !self.ledger.shared().attempts(webhook) {
+                        return 0; // another node's (`crate::cluster`)
+                    }
                     let open = self.gates.open_for(webhook);
                     blocked |= open == 0;
                     open
@@ -106,6 +110,7 @@ impl Engine {
         found.extend(
             events
                 .into_iter()
+                .filter(|e| !e.expunged)
                 .map(|e| (e.event_id, Arc::new(EventBody::of(e)))),
         );
         Ok(found)
@@ -119,6 +124,18 @@ impl Engine {
     /// Each gets `failed` (`abandoned`) with its backoff, or is dead-parked when that was its
     /// last attempt, so a payload that kills the process cannot loop forever.
     pub async fn recover_abandoned(&self) -> Result<usize> {
+        self.abandon(|_| true, "the process stopped during the attempt")
+            .await
+    }
+
+    /// Records `failed` (`abandoned`) for every delivery in an attempt whose key `cut_off`
+    /// selects: attempts whose process is gone (see [`Engine::recover_abandoned`] and
+    /// `takeover.rs`).
+    pub(super) async fn abandon(
+        &self,
+        cut_off: impl Fn(&DeliveryKey) -> bool,
+        why: &str,
+    ) -> Result<usize> {
         let now = self.clock.now();
         let cut_off: Vec<(DeliveryKey, u16)> = self
             .ledger
@@ -126,16 +143,13 @@ impl Engine {
             .live_rows()
             .into_iter()
             .filter_map(|(k, l)| match l {
-                Live::InAttempt { attempt } => Some((k, attempt)),
-                Live::Pending { .. } => None,
+                Live::InAttempt { attempt } if cut_off(&k) => Some((k, attempt)),
+                _ => None,
             })
             .collect();
         let mut records = Vec::new();
         for (key, attempt) in &cut_off {
-            let outcome = local_failure(
-                ErrorClass::Abandoned,
-                "the process stopped during the attempt",
-            );
+            let outcome = local_failure(ErrorClass::Abandoned, why);
             let active = self.webhook_active(key.webhook_id);
             records.extend(self.outcome_records(*key, *attempt, outcome, now, active));
         }
@@ -191,6 +205,16 @@ impl Engine {
     ) -> Result<usize> {
         let reader = self.ledger.reader()?;
         let finished = blocking(move || reader.finished_in_window(webhook, since, until)).await?;
+        // Deliveries of expunged events can never be sent again: left out (410 if only they).
+        let reader = self.ledger.reader()?;
+        let ids: Vec<EventId> = finished.iter().map(|(e, _)| *e).collect();
+        let gone =
+            crate::ledger::expunge::expunged_among(blocking(move || reader.events(&ids)).await?);
+        let (finished, skipped): (Vec<_>, Vec<_>) =
+            finished.into_iter().partition(|(e, _)| !gone.contains(e));
+        if let (true, Some((e, _))) = (finished.is_empty(), skipped.first()) {
+            return Err(LedgerError::BodyExpunged(*e));
+        }
         let due_at = self.clock.now();
         let records: Vec<NewRecord> = finished
             .into_iter()

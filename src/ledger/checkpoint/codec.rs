@@ -75,7 +75,7 @@ pub fn encode(s: &Snapshot) -> Vec<u8> {
         out.extend_from_slice(&w.updated_at.timestamp_micros().to_be_bytes());
         out.extend_from_slice(&(w.keys.len() as u32).to_be_bytes());
         for k in &w.keys {
-            put_str(&mut out, &k.secret.expose());
+            put_str(&mut out, &k.secret.stored_form());
             put_opt(&mut out, k.until, |o, t| {
                 o.extend_from_slice(&t.timestamp_micros().to_be_bytes())
             });
@@ -198,7 +198,7 @@ pub fn decode(body: &[u8]) -> R<Snapshot> {
         let keys = r.count(false, 5)?;
         let keys = (0..keys)
             .map(|_| {
-                let secret = Secret::parse(&r.string()?).map_err(|e| e.to_string())?;
+                let secret = Secret::from_stored(&r.string()?).map_err(|e| e.to_string())?;
                 let until = r.opt(Reader::time)?;
                 Ok(SigningKey { secret, until })
             })

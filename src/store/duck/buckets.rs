@@ -35,9 +35,12 @@ pub fn table(bucket: u32) -> String {
     }
 }
 
+/// A bucket's columns, in the order older buckets have them after their migrations (schema 4
+/// added `app, producer_id, format`; schema 5 `body_digest` and a nullable `body`: NULL once
+/// expunged).
 const EVENT_TABLE_DDL: &str = "(seq BIGINT NOT NULL, event_id UUID PRIMARY KEY, \
-     event_type VARCHAR NOT NULL, published_at TIMESTAMP NOT NULL, body BLOB NOT NULL, \
-     hash BLOB NOT NULL, app VARCHAR, producer_id VARCHAR, format UTINYINT)";
+     event_type VARCHAR NOT NULL, published_at TIMESTAMP NOT NULL, body BLOB, \
+     hash BLOB NOT NULL, app VARCHAR, producer_id VARCHAR, format UTINYINT, body_digest BLOB)";
 
 /// The number of buckets (sealed ones plus the open one), from the file.
 pub fn bucket_count(conn: &Connection) -> Result<u32> {
@@ -180,6 +183,25 @@ pub fn holds(conn: &Connection, bucket: u32, id: Uuid) -> Result<bool> {
         .prepare_cached(&sql)?
         .query_row(params![id], |r| r.get(0))?;
     Ok(n > 0)
+}
+
+/// Inside a transaction: replaces bucket `bucket` by a copy in which the bodies of `ids` are
+/// NULL (expunged), with the same columns, key and name. DuckDB writes the copy to new blocks
+/// and frees every block of the old table at the next checkpoint, where an UPDATE would leave
+/// the old bytes inside a block still in use (measured: `crate::ledger::expunge`). The cost
+/// is one bucket (at most `bucket_events` rows), whatever the history stored.
+pub fn rewrite_without_bodies(conn: &Connection, bucket: u32, ids: &[Uuid]) -> duckdb::Result<()> {
+    let t = table(bucket);
+    let list: Vec<String> = ids.iter().map(|id| format!("'{id}'::UUID")).collect();
+    conn.execute_batch(&format!(
+        "CREATE TABLE {t}_rewrite {EVENT_TABLE_DDL}; \
+         INSERT INTO {t}_rewrite SELECT seq, event_id, event_type, published_at, \
+            CASE WHEN event_id IN ({}) THEN NULL ELSE body END, hash, app, producer_id, format, \
+            body_digest FROM {t} ORDER BY seq; \
+         DROP TABLE {t}; \
+         ALTER TABLE {t}_rewrite RENAME TO {t};",
+        list.join(", ")
+    ))
 }
 
 /// `events_all`: every bucket of a file with `buckets` buckets.

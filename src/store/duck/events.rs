@@ -2,7 +2,12 @@
 //! may hold them, scanned in seq order over `events_all`.
 //!
 //! A file of schema 3 or older opened read-only has no app, producer id or format columns:
-//! they read as NULL (the default app, the UUID, sent as stored).
+//! they read as NULL (the default app, the UUID, sent as stored); one of schema 4 or older has
+//! no `body_digest` (its events' links cover the bytes) and no expunged body. An expunge sets
+//! `body` to NULL in the bucket holding the event, in the batch's transaction, by rewriting
+//! that bucket (`buckets::rewrite_without_bodies`).
+
+use std::collections::BTreeMap;
 
 use duckdb::params;
 use uuid::Uuid;
@@ -11,17 +16,21 @@ use super::{buckets, ts, DuckStore};
 use crate::error::Result;
 use crate::ids::EventId;
 use crate::ledger::chain::Hash;
+use crate::ledger::expunge::StoredExpunge;
 use crate::store::StoredEvent;
 
 impl DuckStore {
     /// The columns [`read_event`] reads, for this file's schema.
     fn event_columns(&self) -> &'static str {
-        if self.schema >= 4 {
+        if self.schema >= 5 {
             "seq, event_id::VARCHAR, event_type, epoch_us(published_at), body, hash, app, \
-             producer_id, format"
+             producer_id, format, body_digest, body IS NULL"
+        } else if self.schema >= 4 {
+            "seq, event_id::VARCHAR, event_type, epoch_us(published_at), body, hash, app, \
+             producer_id, format, NULL::BLOB, false"
         } else {
             "seq, event_id::VARCHAR, event_type, epoch_us(published_at), body, hash, \
-             NULL::VARCHAR, NULL::VARCHAR, NULL::UTINYINT"
+             NULL::VARCHAR, NULL::VARCHAR, NULL::UTINYINT, NULL::BLOB, false"
         }
     }
 
@@ -38,9 +47,53 @@ impl DuckStore {
                 e.app,
                 e.producer_id,
                 e.format,
+                e.body_digest.map(|d| d.to_vec()),
             ])?;
         }
         app.flush()?;
+        Ok(())
+    }
+
+    /// Inside the batch's transaction: removes each expunged body by rewriting the bucket
+    /// holding it without it (see `expunges.rs` for why a rewrite and not an UPDATE). A body
+    /// that is not there (unknown event, already gone) fails the whole batch.
+    pub(super) fn remove_bodies(&self, expunges: &[StoredExpunge]) -> duckdb::Result<()> {
+        if expunges.is_empty() {
+            return Ok(());
+        }
+        let Some(b) = &self.buckets else {
+            return Err(duckdb::Error::InvalidParameterName(
+                "bodies are expunged by the writer's connection only".into(),
+            ));
+        };
+        let mut by_bucket: BTreeMap<u32, Vec<Uuid>> = BTreeMap::new();
+        for x in expunges {
+            let mut holder = None;
+            for bucket in b.candidates(x.event_id.0) {
+                let sql = format!(
+                    "SELECT count(*) FROM {} WHERE event_id = ? AND body IS NOT NULL",
+                    buckets::table(bucket)
+                );
+                let n: i64 = self
+                    .conn
+                    .prepare_cached(&sql)?
+                    .query_row(params![x.event_id.0], |r| r.get(0))?;
+                if n > 0 {
+                    holder = Some(bucket);
+                    break;
+                }
+            }
+            let Some(bucket) = holder else {
+                return Err(duckdb::Error::InvalidParameterName(format!(
+                    "event {} has no body to expunge",
+                    x.event_id
+                )));
+            };
+            by_bucket.entry(bucket).or_default().push(x.event_id.0);
+        }
+        for (bucket, ids) in by_bucket {
+            buckets::rewrite_without_bodies(&self.conn, bucket, &ids)?;
+        }
         Ok(())
     }
 
@@ -119,15 +172,19 @@ fn read_event(r: &duckdb::Row<'_>) -> duckdb::Result<StoredEvent> {
     let id: String = r.get(1)?;
     let us: i64 = r.get(3)?;
     let hash: Vec<u8> = r.get(5)?;
+    let digest: Option<Vec<u8>> = r.get(9)?;
     Ok(StoredEvent {
         seq: r.get::<_, i64>(0)? as u64,
         event_id: EventId(Uuid::parse_str(&id).unwrap_or_default()),
         event_type: r.get(2)?,
         published_at: chrono::DateTime::from_timestamp_micros(us).unwrap_or_default(),
-        body: r.get(4)?,
+        body: r.get::<_, Option<Vec<u8>>>(4)?.unwrap_or_default(),
         hash: hash.try_into().unwrap_or([0; 32]),
         app: r.get(6)?,
         producer_id: r.get(7)?,
         format: r.get(8)?,
+        // A digest of another length reads as all zeros, which no body matches.
+        body_digest: digest.map(|d| d.try_into().unwrap_or([0; 32])),
+        expunged: r.get(10)?,
     })
 }

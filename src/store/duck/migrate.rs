@@ -3,7 +3,9 @@
 //! schema is refused with both versions named; a read-only open never migrates.
 //!
 //! Schema 4 first gives every event bucket its new columns (the buckets are tables created at
-//! run time, so no static SQL names them all) and rebuilds `events_all` over them.
+//! run time, so no static SQL names them all) and rebuilds `events_all` over them; schema 5
+//! likewise adds `body_digest` and lets `body` be NULL (an expunged body) in every bucket. No
+//! row is rewritten: old events keep their link version (see `crate::ledger::chain`).
 
 use duckdb::{params, Connection};
 
@@ -31,6 +33,9 @@ impl DuckStore {
             let tx = self.conn.unchecked_transaction()?;
             if *version == 4 {
                 add_event_columns(&tx)?;
+            }
+            if *version == 5 {
+                erasure_columns(&tx)?;
             }
             tx.execute_batch(sql)?;
             tx.execute(
@@ -71,6 +76,20 @@ fn add_event_columns(conn: &Connection) -> Result<()> {
                 buckets::table(b)
             ))?;
         }
+    }
+    conn.execute_batch(&buckets::view_sql(n))?;
+    Ok(())
+}
+
+/// Schema 5: every bucket gets `body_digest` and a nullable `body`; `events_all` is rebuilt.
+fn erasure_columns(conn: &Connection) -> Result<()> {
+    let n = buckets::bucket_count(conn)?;
+    for b in 0..n {
+        let t = buckets::table(b);
+        conn.execute_batch(&format!(
+            "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS body_digest BLOB; \
+             ALTER TABLE {t} ALTER COLUMN body DROP NOT NULL"
+        ))?;
     }
     conn.execute_batch(&buckets::view_sql(n))?;
     Ok(())

@@ -4,6 +4,7 @@
 //! their own connections, cloned from it or opened read-only, and rely on DuckDB's MVCC.
 //! Records are appended with DuckDB's Appender inside the batch's transaction.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use duckdb::types::{TimeUnit, Value};
@@ -24,9 +25,11 @@ mod arrow_scan;
 mod buckets;
 mod checks;
 mod events;
+mod expunges;
 mod idfilter;
 mod migrate;
 mod positions;
+mod producers;
 mod scan;
 mod summaries;
 
@@ -38,6 +41,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("../../../schema/002_audit_views.sql")),
     (3, include_str!("../../../schema/003_history.sql")),
     (4, include_str!("../../../schema/004_apps.sql")),
+    (5, include_str!("../../../schema/005_erasure.sql")),
 ];
 
 /// The schema version this build writes and understands.
@@ -303,6 +307,8 @@ impl DuckStore {
                 ])?;
         }
         self.append_changes(&batch.changes)?;
+        self.remove_bodies(&batch.expunges)?;
+        self.append_expunges(&batch.expunges)?;
         for (name, value) in &batch.settings {
             self.conn
                 .prepare_cached("INSERT OR REPLACE INTO settings VALUES (?, ?)")?
@@ -399,6 +405,11 @@ impl Store for DuckStore {
             let events: Vec<(u64, Uuid)> =
                 batch.events.iter().map(|e| (e.seq, e.event_id.0)).collect();
             b.committed(roll, &events);
+        }
+        if !batch.expunges.is_empty() {
+            if let Err(e) = self.scrub() {
+                expunges::scrub_failed(&e);
+            }
         }
         Ok(())
     }
@@ -540,6 +551,19 @@ impl Store for DuckStore {
         Ok(out)
     }
 
+    fn producer_ids(&self, ids: &[EventId]) -> Result<HashMap<EventId, String>> {
+        self.producer_ids_by_key(ids)
+    }
+
+    fn bodies_published_before(
+        &self,
+        before: Timestamp,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, EventId)>> {
+        self.bodies_before(before, after, limit)
+    }
+
     fn events(&self, ids: &[EventId]) -> Result<Vec<StoredEvent>> {
         self.events_by_id(ids)
     }
@@ -665,7 +689,51 @@ impl Store for DuckStore {
         })
     }
 
+    fn last_expunge(&self) -> Result<Option<(u64, Hash)>> {
+        self.last_fact()
+    }
+
+    fn scan_expunges(
+        &self,
+        f: &mut dyn FnMut(crate::ledger::expunge::StoredExpunge) -> Result<()>,
+    ) -> Result<()> {
+        self.expunge_facts("ORDER BY seq", [], f)
+    }
+
+    fn first_unrecorded_expunge(&self) -> Result<Option<u64>> {
+        self.first_unrecorded()
+    }
+
+    fn expunge_of(&self, event: EventId) -> Result<Option<crate::ledger::expunge::StoredExpunge>> {
+        self.fact_of(event)
+    }
+
     fn delete_checkpoints(&mut self, seqs: &[u64]) -> Result<u64> {
         positions::delete_checkpoints(&self.conn, seqs)
+    }
+
+    // One process writes a DuckDB file: no commit lock, nothing to catch up, no leases.
+    fn lock_commits(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn unlock_commits(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn heads(&self) -> Result<Option<super::Heads>> {
+        Ok(None)
+    }
+
+    fn changes_after(&self, seq: u64) -> Result<Vec<StoredChange>> {
+        Ok(self
+            .changes()?
+            .into_iter()
+            .filter(|c| c.seq > seq)
+            .collect())
+    }
+
+    fn leased_partitions(&self, _node: Uuid) -> Result<Option<u64>> {
+        Ok(None)
     }
 }

@@ -18,7 +18,8 @@
 //! primary key on `event_id` refuses a repeated id at any age.
 //!
 //! **Commit.** One transaction per batch: the records, then the chain link, registry changes,
-//! settings, and the events last (a repeated event id, the one constraint a batch can hit,
+//! the expunges (each body set to NULL beside its fact, `expunges.rs`), settings, and the
+//! events last (a repeated event id, the one constraint a batch can hit,
 //! fails the last statement and rolls everything back). Records and events go in one
 //! multi-row `INSERT ... SELECT FROM unnest($1, $2, ...)` each, with the columns as typed
 //! arrays: one prepared statement, one round trip, whatever the batch size. Every statement is
@@ -31,7 +32,9 @@
 //! Invariant: as for every store, only appends (and the checkpoint cache's thinning); the
 //! conformance suite (`tests/it/store_conformance.rs`) runs unchanged against this store.
 
+pub mod cluster;
 mod events;
+mod expunges;
 mod migrate;
 mod positions;
 mod queries;
@@ -62,8 +65,9 @@ type Pooled = r2d2_postgres::r2d2::PooledConnection<PostgresConnectionManager<No
 
 /// Connections a store's pool opens at most (the writer, the checkpointer, API readers).
 const POOL_SIZE: u32 = 8;
-/// How long a call waits for a connection before the database counts as unavailable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call waits for a connection before the database counts as unavailable (while
+/// PostgreSQL is down, a publish answers 503 after this long).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A connection taken from the pool, with the statements prepared on it.
 struct Held {
@@ -90,6 +94,9 @@ pub struct PgStore {
     /// The URL without its password, for messages.
     shown: String,
     schema: u32,
+    /// The commit lock is held on `held`'s connection (see `cluster.rs`): a pooled connection
+    /// must not go back to the pool holding it.
+    locked: std::cell::Cell<bool>,
 }
 
 impl PgStore {
@@ -124,6 +131,7 @@ impl PgStore {
             held: RefCell::new(None),
             shown,
             schema: 0,
+            locked: std::cell::Cell::new(false),
         };
         store.schema = store.migrate(mode)?;
         Ok(store)
@@ -137,6 +145,7 @@ impl PgStore {
             held: RefCell::new(None),
             shown: self.shown.clone(),
             schema: self.schema,
+            locked: std::cell::Cell::new(false),
         })
     }
 
@@ -198,12 +207,22 @@ impl Drop for PgStore {
     /// thread that is inside a tokio runtime: there, the connection and the pool handle are
     /// closed on a plain thread instead.
     fn drop(&mut self) {
+        let mut held = self.held.take();
+        let locked = self.locked.get();
+        let pool = self.pool.take();
+        // A connection going back to the pool must not keep the commit lock.
+        let close = move || {
+            if let (true, Some(h)) = (locked, held.as_mut()) {
+                let _ = h.client.execute("SELECT pg_advisory_unlock_all()", &[]);
+            }
+            drop((held, pool));
+        };
         if tokio::runtime::Handle::try_current().is_ok() {
-            let held = self.held.take();
-            let pool = self.pool.take();
             let _ = std::thread::Builder::new()
                 .name("hookledger-pg-close".into())
-                .spawn(move || drop((held, pool)));
+                .spawn(close);
+        } else {
+            close();
         }
     }
 }
@@ -339,6 +358,19 @@ impl Store for PgStore {
         self.with(|h| events::by_id(h, ids))
     }
 
+    fn producer_ids(&self, ids: &[EventId]) -> Result<HashMap<EventId, String>> {
+        self.with(|h| events::producer_ids(h, ids))
+    }
+
+    fn bodies_published_before(
+        &self,
+        before: Timestamp,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, EventId)>> {
+        self.with(|h| events::bodies_published_before(h, before, after, limit))
+    }
+
     fn enqueued_webhooks(&self, event_id: EventId) -> Result<Vec<crate::ids::WebhookId>> {
         self.with(|h| queries::enqueued_webhooks(h, event_id))
     }
@@ -409,7 +441,49 @@ impl Store for PgStore {
         self.with(|h| positions::checkpoints_at(h, seq))
     }
 
+    fn last_expunge(&self) -> Result<Option<(u64, Hash)>> {
+        self.with(expunges::last)
+    }
+
+    fn scan_expunges(
+        &self,
+        f: &mut dyn FnMut(crate::ledger::expunge::StoredExpunge) -> Result<()>,
+    ) -> Result<()> {
+        self.with(|h| expunges::scan(h, f))
+    }
+
+    fn first_unrecorded_expunge(&self) -> Result<Option<u64>> {
+        self.with(expunges::first_unrecorded)
+    }
+
+    fn expunge_of(&self, event: EventId) -> Result<Option<crate::ledger::expunge::StoredExpunge>> {
+        self.with(|h| expunges::of(h, event))
+    }
+
     fn delete_checkpoints(&mut self, seqs: &[u64]) -> Result<u64> {
         self.with(|h| positions::delete_checkpoints(h, seqs))
+    }
+
+    fn lock_commits(&mut self) -> Result<bool> {
+        self.with(cluster::lock)?;
+        self.locked.set(true);
+        Ok(true)
+    }
+
+    fn unlock_commits(&mut self) -> Result<()> {
+        self.locked.set(false);
+        self.with(cluster::unlock)
+    }
+
+    fn heads(&self) -> Result<Option<super::Heads>> {
+        self.with(cluster::heads).map(Some)
+    }
+
+    fn changes_after(&self, seq: u64) -> Result<Vec<StoredChange>> {
+        self.with(|h| cluster::changes_after(h, seq))
+    }
+
+    fn leased_partitions(&self, node: uuid::Uuid) -> Result<Option<u64>> {
+        self.with(|h| cluster::leased(h, node)).map(Some)
     }
 }

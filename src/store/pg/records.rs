@@ -1,5 +1,5 @@
 //! The ledger rows and the commit: a batch appended in one transaction (records and events as
-//! one multi-row `INSERT ... SELECT FROM unnest(...)` each), the fold's scan in seq order, and
+//! one multi-row `INSERT ... SELECT FROM unnest(...)` each, the batch's expunges beside), the fold's scan in seq order, and
 //! the record queries (pages, one delivery's history) and the registry's change log.
 //!
 //! Invariant: a scan hands rows on in strictly increasing seq (the primary key's order); a row
@@ -8,7 +8,7 @@
 use postgres::types::ToSql;
 use postgres::Row;
 
-use super::{events, hash, seq, ts, Held, Param};
+use super::{events, expunges, hash, seq, ts, Held, Param};
 use crate::error::{LedgerError, Result};
 use crate::ids::{DeliveryKey, WebhookId};
 use crate::ledger::record::RecordKind;
@@ -54,6 +54,8 @@ pub(super) fn commit(h: &mut Held, batch: &CommitBatch) -> Result<()> {
     let change = h.prepared(INSERT_CHANGE)?;
     let setting = h.prepared(UPSERT_SETTING)?;
     let insert_events = h.prepared(events::INSERT)?;
+    let remove_body = h.prepared(events::REMOVE_BODY)?;
+    let insert_fact = h.prepared(expunges::INSERT)?;
     let mut tx = h.client.transaction()?;
     if !batch.records.is_empty() {
         let r = &batch.records;
@@ -115,6 +117,16 @@ pub(super) fn commit(h: &mut Held, batch: &CommitBatch) -> Result<()> {
             ],
         )?;
     }
+    for x in &batch.expunges {
+        // A body that is not there (unknown event, already gone) fails the whole batch.
+        if tx.execute(&remove_body, &[&x.event_id.0])? != 1 {
+            return Err(LedgerError::CommitFailed(format!(
+                "event {} has no body to expunge",
+                x.event_id
+            )));
+        }
+        expunges::append(&mut tx, &insert_fact, x)?;
+    }
     for (name, value) in &batch.settings {
         tx.execute(&setting, &[name, value])?;
     }
@@ -122,8 +134,23 @@ pub(super) fn commit(h: &mut Held, batch: &CommitBatch) -> Result<()> {
     if !batch.events.is_empty() {
         events::append(&mut tx, &insert_events, &batch.events)?;
     }
+    // Delivered to the other nodes' listeners when (and only if) the transaction commits.
+    let notify = notification(batch);
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&super::cluster::CHANNEL as Param, &notify],
+    )?;
     tx.commit()?;
     Ok(())
+}
+
+/// The notification's payload: the batch's last record seq (empty for a batch without).
+fn notification(batch: &CommitBatch) -> String {
+    batch
+        .records
+        .last()
+        .map(|r| r.seq.to_string())
+        .unwrap_or_default()
 }
 
 fn read_record(row: &Row) -> Result<StoredRecord> {

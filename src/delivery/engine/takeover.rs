@@ -1,0 +1,38 @@
+//! Taking over from another node (`crate::cluster`): when the lease loop takes partitions whose
+//! owner stopped renewing, every delivery of them still in an attempt was cut off with its
+//! owner. The new owner catches up with the log (so it sees everything the old owner managed
+//! to record), then records `failed` with class `abandoned` for each, with its backoff (or
+//! `dead_parked` when that was its last attempt), and re-drive retries them when due.
+//!
+//! Invariant: only deliveries of partitions this node holds are abandoned here, and the
+//! writer's transition check refuses an outcome for an attempt that was already finished.
+
+use super::*;
+use crate::cluster::{bit, partition_of};
+
+impl Engine {
+    /// Abandons the cut-off attempts of the partitions taken since the last call; how many.
+    pub async fn take_over(&self) -> Result<usize> {
+        let Some(membership) = self.ledger.shared().cluster().cloned() else {
+            return Ok(0);
+        };
+        let taken = membership.take_over();
+        if taken == 0 {
+            return Ok(0);
+        }
+        let abandoned = async {
+            self.ledger.sync().await?;
+            self.abandon(
+                |key| taken & bit(partition_of(key.webhook_id)) != 0,
+                "the node attempting it stopped (its lease expired)",
+            )
+            .await
+        }
+        .await;
+        if abandoned.is_err() {
+            // Looked at again at the next pass.
+            membership.set(membership.held(), taken, membership.live_nodes());
+        }
+        abandoned
+    }
+}
