@@ -22,6 +22,7 @@ mod migration;
 mod openapi;
 mod ops_common;
 mod ops_disable;
+mod ops_rate;
 mod ops_secrets;
 mod refusals;
 mod scenarios;
