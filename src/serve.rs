@@ -156,33 +156,62 @@ async fn join_cluster(
     Ok(leases)
 }
 
-/// `HOOKLEDGER_API_TOKEN`, or the token stored at first start (generated and printed once).
+/// What the API checks a presented operator token against: `sha256:` and the hex SHA-256 of
+/// the token (see `crate::api`), never the token itself.
+fn token_digest(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!(
+        "{DIGEST_PREFIX}{}",
+        hex::encode(Sha256::digest(token.as_bytes()))
+    )
+}
+
+const DIGEST_PREFIX: &str = "sha256:";
+
+/// The operator token's digest: of `HOOKLEDGER_API_TOKEN`, or the one stored at first start.
+/// A generated token is printed once and stored as its SHA-256 digest only; a database whose
+/// setting still holds a token in plaintext (written before digests) has it replaced by its
+/// digest at this start (settings are a key-value table, not part of the log).
 async fn api_token(ledger: &Arc<Ledger>) -> Result<String> {
     if let Some(token) = std::env::var(API_TOKEN).ok().filter(|t| !t.is_empty()) {
-        return Ok(token);
+        return Ok(token_digest(&token));
     }
     // Read on a blocking thread: a PostgreSQL reader must not run on a runtime worker.
     let reader = ledger.reader()?;
     let stored = tokio::task::spawn_blocking(move || reader.setting(TOKEN_SETTING))
         .await
         .map_err(invalid)??;
-    if let Some(token) = stored {
+    if let Some(stored) = stored {
+        let digest = if stored.starts_with(DIGEST_PREFIX) {
+            stored
+        } else {
+            let digest = token_digest(&stored);
+            store_token(ledger, &digest).await?;
+            println!("API token: the stored plaintext token was replaced by its digest");
+            digest
+        };
         println!("API token: the one generated at first start (set {API_TOKEN} to choose one)");
-        return Ok(token);
+        return Ok(digest);
     }
     let token = format!(
         "hl_{}{}",
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
+    let digest = token_digest(&token);
+    store_token(ledger, &digest).await?;
+    println!("API token (shown once; set {API_TOKEN} to choose your own): {token}");
+    Ok(digest)
+}
+
+async fn store_token(ledger: &Arc<Ledger>, digest: &str) -> Result<()> {
     ledger
         .commit(Commit {
-            settings: vec![(TOKEN_SETTING.into(), token.clone())],
+            settings: vec![(TOKEN_SETTING.into(), digest.to_owned())],
             ..Commit::default()
         })
         .await?;
-    println!("API token (shown once; set {API_TOKEN} to choose your own): {token}");
-    Ok(token)
+    Ok(())
 }
 
 /// Installs the SIGTERM and SIGINT handlers now, and resolves at the first of them. (A

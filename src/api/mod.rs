@@ -137,11 +137,14 @@ fn bearer(value: &str) -> Option<&str> {
 
 /// Compares SHA-256 digests in constant time, so that neither the token's bytes nor its
 /// length show in the response time.
+/// `expected` is the token, or `sha256:` and its hex digest (what `serve` keeps: the process
+/// never holds a stored token in plaintext).
 fn same_token(presented: &str, expected: &str) -> bool {
-    let (a, b) = (
-        Sha256::digest(presented.as_bytes()),
-        Sha256::digest(expected.as_bytes()),
-    );
+    let a = Sha256::digest(presented.as_bytes());
+    let b = match expected.strip_prefix("sha256:").map(hex::decode) {
+        Some(Ok(digest)) => digest,
+        _ => Sha256::digest(expected.as_bytes()).to_vec(),
+    };
     bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 

@@ -1,6 +1,6 @@
 //! Everything that talks to receivers: Standard Webhooks signing, the retry schedule, and the
 //! URL guard that keeps deliveries away from internal addresses, the HTTP sender, the concurrency
-//! gates (slots on the wire, attempts recorded ahead of them), the records an
+//! gates (slots on the wire, attempts recorded ahead of them), the rate limits' token buckets, the FIFO webhooks' lines, the records an
 //! attempt's outcome becomes, the failing spans behind auto-disable, and the engine that publishes, attempts, re-drives, parks and
 //! recovers.
 
@@ -8,9 +8,11 @@ pub mod backoff;
 pub mod bodies;
 pub mod engine;
 pub mod envelope;
+pub mod fifo;
 pub mod gate;
 pub mod guard;
 pub mod health;
 pub mod outcome;
+pub mod rate;
 pub mod sender;
 pub mod signing;

@@ -9,7 +9,8 @@
 //!   never reused (event ids are derived from it, see [`crate::ids::ProducerId::key`]) and its
 //!   tokens stop working.
 //! - **Tokens** scoped to one app are stored as SHA-256 digests only ([`apps`]).
-//! - Changes: webhook `created`, `updated`, `deactivated`, `secret_rotated`,
+//! - Changes: webhook `created`, `updated`, `configured` (rate limit, ordering, operational:
+//!   [`options`]), `deactivated`, `secret_rotated`,
 //!   `secret_resealed` (the same key sealed under a new main key); `app_created`,
 //!   `app_updated`, `app_deleted`; `token_issued`, `token_revoked`.
 //!
@@ -27,6 +28,7 @@
 //! checkpointed part).
 
 pub mod apps;
+pub mod options;
 mod row;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -41,6 +43,7 @@ use crate::ids::{AppUid, WebhookId};
 use crate::ledger::chain::Hash;
 use crate::ledger::record::Timestamp;
 pub use apps::{App, Token};
+pub use options::{OptionsChange, Ordering, WebhookOptions};
 pub use row::{genesis, StoredChange};
 
 /// How long the previous secret keeps signing after a rotation, by default.
@@ -97,6 +100,9 @@ pub enum Change {
     Deactivated {
         reason: String,
     },
+    /// The webhook's delivery options ([`options`]) that change; stored as a `configured` row
+    /// with the options as JSON in `metadata`.
+    Configured(OptionsChange),
     /// Deactivated by hookledger: every attempt failed since `first_failure` (`failures` of
     /// them, the last with `last_error`). Stored as a `deactivated` row with reason
     /// `auto_disabled` and the evidence as JSON in `metadata`.
@@ -148,6 +154,7 @@ impl Change {
         match self {
             Change::Created { .. } => "created",
             Change::Updated { .. } => "updated",
+            Change::Configured(_) => "configured",
             Change::Deactivated { .. } | Change::AutoDisabled { .. } => "deactivated",
             Change::SecretRotated { .. } => "secret_rotated",
             Change::SecretResealed { .. } => "secret_resealed",
@@ -250,6 +257,7 @@ impl Webhook {
 struct Placement {
     app: AppUid,
     format: PayloadFormat,
+    options: WebhookOptions,
 }
 
 /// The registry folded from `webhook_changes`.
@@ -341,6 +349,14 @@ impl Registry {
         self.placement.get(id).map(|p| p.format).unwrap_or_default()
     }
 
+    /// The delivery options of `id` (the defaults for an unknown webhook).
+    pub fn options_of(&self, id: &WebhookId) -> WebhookOptions {
+        self.placement
+            .get(id)
+            .map(|p| p.options)
+            .unwrap_or_default()
+    }
+
     /// Active webhooks of `app` whose filter matches `event_type`, in id order: only that
     /// app's webhooks are looked at.
     pub fn matching<'a>(
@@ -427,6 +443,7 @@ impl Registry {
                 Placement {
                     app: app.clone(),
                     format: *payload_format,
+                    options: WebhookOptions::default(),
                 },
             );
             self.by_app
@@ -458,6 +475,11 @@ impl Registry {
                 }
             }
             Change::Deactivated { .. } | Change::AutoDisabled { .. } => w.active = false,
+            Change::Configured(c) => {
+                if let Some(p) = self.placement.get_mut(&rec.webhook_id) {
+                    c.apply(&mut p.options);
+                }
+            }
             Change::SecretRotated {
                 secret,
                 previous_until,

@@ -105,6 +105,7 @@ impl StoredChange {
                 row.active = *active;
                 row.payload_format = payload_format.map(|f| f.as_str().to_owned());
             }
+            Change::Configured(c) => row.metadata = Some(c.to_json()),
             Change::Deactivated { reason } => {
                 row.active = Some(false);
                 row.reason = Some(reason.clone());
@@ -259,6 +260,10 @@ impl StoredChange {
                 active: self.active,
                 payload_format: format(self.payload_format.as_ref())?,
             },
+            "configured" => Change::Configured(
+                super::OptionsChange::from_json(self.metadata.as_deref().unwrap_or("{}"))
+                    .map_err(|e| bad(&e))?,
+            ),
             "deactivated" if self.reason.as_deref() == Some(AUTO_DISABLED) => {
                 let evidence: serde_json::Value = self
                     .metadata

@@ -22,7 +22,7 @@ use crate::delivery::signing::Secret;
 use crate::ids::WebhookId;
 use crate::ledger::record::{RecordBody, Timestamp};
 use crate::ledger::writer::{Commit, Receipt};
-use crate::registry::{Change, PayloadFormat, Registry, Webhook};
+use crate::registry::{Change, OptionsChange, Ordering, PayloadFormat, Registry, Webhook};
 
 pub fn routes() -> ApiRouter<AppState> {
     ApiRouter::new()
@@ -107,6 +107,18 @@ pub struct NewWebhook {
     /// `standard` (the default): the Standard Webhooks body `{"type", "timestamp", "data"}`;
     /// `raw`: the bare payload.
     payload_format: Option<PayloadFormat>,
+    /// At most this many attempts per second (none: no limit); waiting deliveries stay
+    /// pending.
+    #[schemars(range(min = 1))]
+    rate_limit: Option<u32>,
+    /// `parallel` (the default) or `fifo`: one delivery at a time, in publish order.
+    ordering: Option<Ordering>,
+}
+
+/// `rate_limit`, at least 1.
+fn rate_limit(n: u32) -> ApiResult<std::num::NonZeroU32> {
+    std::num::NonZeroU32::new(n)
+        .ok_or_else(|| ApiError::invalid("rate_limit", "must be at least 1 request per second"))
 }
 
 /// A webhook URL: http(s) with a host, not internal unless allowlisted, whether written as
@@ -133,13 +145,19 @@ pub struct WebhookView {
     event_types: Vec<String>,
     description: Option<String>,
     active: bool,
+    /// Attempts per second at most (`null`: no limit).
+    rate_limit: Option<u32>,
+    ordering: Ordering,
     created_at: Timestamp,
     updated_at: Timestamp,
 }
 
 impl WebhookView {
     fn of(registry: &Registry, w: &Webhook) -> Self {
+        let options = registry.options_of(&w.id);
         Self {
+            rate_limit: options.rate_limit.map(|r| r.get()),
+            ordering: options.ordering,
             id: w.id,
             app: registry.app_of(&w.id).to_string(),
             payload_format: registry.format_of(&w.id),
@@ -173,6 +191,11 @@ async fn create_webhook(
         Some(s) => Secret::parse(s).map_err(|e| ApiError::invalid("secret", e.to_string()))?,
         None => Secret::generate(),
     };
+    let options = crate::registry::WebhookOptions {
+        rate_limit: req.rate_limit.map(rate_limit).transpose()?,
+        ordering: req.ordering.unwrap_or_default(),
+        operational: false,
+    };
     let id = WebhookId::new();
     let change = Change::Created {
         url: req.url,
@@ -182,7 +205,9 @@ async fn create_webhook(
         app: scope.app(),
         payload_format: req.payload_format.unwrap_or_default(),
     };
-    commit_change(&state, id, change, false).await?;
+    let mut changes = vec![change];
+    changes.extend(OptionsChange::of(options).map(Change::Configured));
+    commit_changes(&state, id, changes, false).await?;
     let created = WebhookCreated {
         webhook: registered(&state, &scope, id)?,
         secret: secret.expose(),
@@ -197,8 +222,23 @@ async fn commit_change(
     change: Change,
     park: bool,
 ) -> ApiResult<Receipt> {
+    commit_changes(state, id, vec![change], park).await
+}
+
+/// Appends registry changes of one webhook in one commit (and parks its pending deliveries
+/// when asked).
+async fn commit_changes(
+    state: &AppState,
+    id: WebhookId,
+    changes: Vec<Change>,
+    park: bool,
+) -> ApiResult<Receipt> {
+    let changes = changes
+        .into_iter()
+        .map(|c| (id, state.engine.seal_change(c)))
+        .collect();
     let commit = Commit {
-        changes: vec![(id, state.engine.seal_change(change))],
+        changes,
         park: park.then(|| (id, "webhook deactivated".to_owned())),
         ..Commit::default()
     };
@@ -299,6 +339,21 @@ pub struct WebhookPatch {
     description: Option<String>,
     active: Option<bool>,
     payload_format: Option<PayloadFormat>,
+    /// A new limit (attempts per second, at least 1), or `null` to remove it.
+    #[serde(default, deserialize_with = "present")]
+    #[schemars(range(min = 1))]
+    rate_limit: Option<Option<u32>>,
+    /// `parallel` or `fifo`.
+    ordering: Option<Ordering>,
+}
+
+/// A field that is present (even as `null`) is `Some`; an absent one is `None` (`default`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Changes url, event_types, description or active. Deactivating parks pending deliveries.
@@ -317,6 +372,15 @@ async fn patch_webhook(
     if let Some(types) = &patch.event_types {
         check_event_types(types)?;
     }
+    let options = OptionsChange {
+        rate_limit: match patch.rate_limit {
+            Some(Some(n)) => Some(Some(rate_limit(n)?)),
+            Some(None) => Some(None),
+            None => None,
+        },
+        ordering: patch.ordering,
+        operational: None,
+    };
     let park = patch.active == Some(false);
     let change = Change::Updated {
         url: patch.url,
@@ -325,7 +389,11 @@ async fn patch_webhook(
         active: patch.active,
         payload_format: patch.payload_format,
     };
-    commit_change(&state, id, change, park).await?;
+    let mut changes = vec![change];
+    if !options.is_empty() {
+        changes.push(Change::Configured(options));
+    }
+    commit_changes(&state, id, changes, park).await?;
     Ok(SortedJson(registered(&state, &scope, id)?))
 }
 

@@ -21,6 +21,15 @@
 //!   once the disk is back (at shutdown the retries stop and the next start records the
 //!   attempt as abandoned); a failing re-drive pass backs off the same way instead of spinning.
 //!
+//! - Rate limits ([`super::rate`]): an attempt of a rate-limited webhook is recorded only with
+//!   a token from its bucket, taken before its ticket ([`hold`]); without one the delivery
+//!   stays `pending` and the loop wakes when the next token is due. Other webhooks have no
+//!   bucket and are not held back.
+//!
+//! - FIFO webhooks ([`super::fifo`], [`fifo`]): one delivery at a time, the head of the
+//!   webhook's line (publish order; a requeue goes to the back), and a failing head holds the
+//!   ones behind it until it is delivered, dead-parked or parked.
+//!
 //! - Auto-disable ([`super::health`]): the outcomes it records feed each webhook's failing
 //!   span, and every re-drive pass deactivates (and parks the pending deliveries of) the
 //!   webhooks whose span is long enough by the injected clock ([`disable`]).
@@ -32,6 +41,8 @@
 
 mod attempt;
 mod disable;
+mod fifo;
+mod hold;
 mod publish;
 mod redrive;
 mod takeover;
@@ -168,6 +179,10 @@ pub struct Engine {
     waiting: Mutex<WaitingBodies>,
     /// Each webhook's failing span, for auto-disable (std Mutex, never held across an await).
     health: Mutex<super::health::Health>,
+    /// The rate-limited webhooks' token buckets (std Mutex, never held across an await).
+    rates: Mutex<super::rate::Buckets>,
+    /// The FIFO webhooks' lines (std Mutex, never held across an await).
+    lines: Mutex<super::fifo::Lines>,
 }
 
 impl Engine {
@@ -201,6 +216,8 @@ impl Engine {
             metrics: Metrics::new(),
             waiting: Mutex::new(WaitingBodies::default()),
             health: Mutex::new(Default::default()),
+            rates: Mutex::new(Default::default()),
+            lines: Mutex::new(Default::default()),
         })
     }
 
@@ -233,11 +250,11 @@ impl Engine {
             if let Err(e) = self.take_over().await {
                 tracing::error!(error = %e, "could not abandon a stopped node's attempts");
             }
-            let (saturated, failed) = match self.redrive_pass().await {
-                Ok(pass) => (pass.blocked, false),
+            let (saturated, failed, retry_at, held) = match self.redrive_pass().await {
+                Ok(pass) => (pass.blocked || pass.held, false, pass.retry_at, pass.held),
                 Err(e) => {
                     tracing::error!(error = %e, "re-drive pass failed");
-                    (false, true)
+                    (false, true, None, false)
                 }
             };
             let next = self.ledger.shared().read_projection().next_due();
@@ -250,6 +267,14 @@ impl Engine {
                 }
                 _ => Duration::from_secs(3600),
             };
+            // Work held by time (a rate limit's next token) wakes the loop when it can go.
+            let wait = match retry_at {
+                Some(at) => wait.min((at - self.clock.now()).to_std().unwrap_or(Duration::ZERO)),
+                None => wait,
+            };
+            // Rows held behind a FIFO head keep the earliest due time at now: the loop polls
+            // instead of sleeping an hour past other webhooks' due work.
+            let wait = if held { wait.min(HOLD_POLL) } else { wait };
             let wait = if failed {
                 wait.max(backoff.next())
             } else {
@@ -284,6 +309,9 @@ impl Engine {
     }
 }
 
+/// How long the loop sleeps at most while deliveries are held behind a FIFO head.
+const HOLD_POLL: Duration = Duration::from_millis(200);
+
 /// The growing wait between retries of a commit the disk refused: 50 ms doubling to 5 s.
 pub(super) struct Backoff(Duration);
 
@@ -301,8 +329,13 @@ impl Backoff {
 /// What one re-drive pass did.
 pub(super) struct Pass {
     pub(super) started: usize,
-    /// Due work was left for lack of permits: an outcome's commit will free one.
+    /// Due work was left for lack of permits (an outcome's commit will free one) or held by
+    /// a rate limit (then `retry_at` says when).
     pub(super) blocked: bool,
+    /// The earliest time work held back by a rate limit or a FIFO head's retry can go.
+    pub(super) retry_at: Option<Timestamp>,
+    /// Deliveries wait behind a FIFO head.
+    pub(super) held: bool,
 }
 
 /// The event, and per webhook its `enqueued` record (and the first `attempted` for those in

@@ -27,17 +27,29 @@ impl Engine {
             .collect();
         let mut attempting = Vec::with_capacity(webhooks.len());
         let mut first_attempts = Vec::with_capacity(webhooks.len());
+        // The place of each FIFO webhook's `enqueued` record in the commit (see
+        // `enqueue_commit`): FIFO webhooks get no inline attempt, their line decides.
+        let mut fifo = Vec::new();
+        let mut index = 0;
         let mut ours = 0;
         for w in &webhooks {
             // Beside other nodes, another node may attempt this webhook (`crate::cluster`).
             if !self.ledger.shared().attempts(*w) {
+                index += 1;
                 continue;
             }
             ours += 1;
+            if self.is_fifo(*w) {
+                fifo.push((DeliveryKey::new(*w, event_id), index));
+                index += 1;
+                continue;
+            }
+            index += 1;
             // Without a ticket the delivery stays pending, due now, for the re-drive.
-            if let Some(ticket) = self.gates.try_ticket(*w) {
+            if let Some(ticket) = self.ticket(*w, now, &mut None) {
                 attempting.push(*w);
                 first_attempts.push((DeliveryKey::new(*w, event_id), ticket));
+                index += 1;
             }
         }
         let body = Arc::new(EventBody {
@@ -61,7 +73,11 @@ impl Engine {
             self.waiting_bodies().forget(event_id);
         }
         match committed {
-            Ok(_) => {}
+            Ok(receipt) => {
+                let places: Vec<(DeliveryKey, u64)> =
+                    fifo.iter().map(|(k, i)| (*k, receipt.seqs[*i])).collect();
+                self.queued(&places);
+            }
             Err(LedgerError::EventExists {
                 same_body: true, ..
             }) => return self.original(event_id, req.app).await,
@@ -139,8 +155,10 @@ impl Engine {
             (&[webhook], &[webhook]),
             now,
         );
-        self.ledger.commit(commit).await?;
+        let receipt = self.ledger.commit(commit).await?;
         let key = DeliveryKey::new(webhook, event_id);
+        // Outside a FIFO line now; its retries, if it fails, are at the back of it.
+        self.queued(&[(key, receipt.seqs[0])]);
         self.running.send_modify(|n| *n += 1);
         let outcome = self.send(key, &body, permits).await;
         let records = self.record(key, 1, outcome).await;

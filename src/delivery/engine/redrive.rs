@@ -14,34 +14,41 @@ impl Engine {
 
     pub(super) async fn redrive_pass(self: &Arc<Self>) -> Result<Pass> {
         self.auto_disable().await?;
+        let fifo = self.fifo_webhooks().await?;
         let open = self.gates.free() + self.gates.ahead_room();
         if open == 0 {
             return Ok(Pass {
                 started: 0,
                 blocked: true,
+                retry_at: None,
+                held: false,
             });
         }
         // A webhook that can take nothing is skipped, however many rows it has due.
         let mut blocked = false;
-        let due =
-            self.ledger
-                .shared()
-                .read_projection()
-                .due_fair(self.clock.now(), open, |webhook| {
-                    if !self.ledger.shared().attempts(webhook) {
-                        return 0; // another node's (`crate::cluster`)
-                    }
-                    let open = self.gates.open_for(webhook);
-                    blocked |= open == 0;
-                    open
-                });
+        let mut retry_at = None;
+        let now = self.clock.now();
+        let due = self
+            .ledger
+            .shared()
+            .read_projection()
+            .due_fair(now, open, |webhook| {
+                // A FIFO webhook's rows go by its line only (below), and another node's
+                // (`crate::cluster`) are not this node's to start.
+                if fifo.contains(&webhook) || !self.ledger.shared().attempts(webhook) {
+                    return 0;
+                }
+                let open = self.room(webhook, now, &mut retry_at);
+                blocked |= open == 0;
+                open
+            });
         let mut records = Vec::new();
         let mut tickets = Vec::new();
         for (key, live) in &due {
             let Live::Pending { attempts, .. } = live else {
                 continue;
             };
-            let Some(t) = self.gates.try_ticket(key.webhook_id) else {
+            let Some(t) = self.ticket(key.webhook_id, now, &mut retry_at) else {
                 blocked = true;
                 continue;
             };
@@ -49,10 +56,21 @@ impl Engine {
             records.push(NewRecord::new(*key, RecordBody::Attempted { attempt }));
             tickets.push(t);
         }
+        let mut held = false;
+        for (key, attempt) in self.fifo_heads(&fifo, now, &mut retry_at, &mut held) {
+            let Some(t) = self.ticket(key.webhook_id, now, &mut retry_at) else {
+                blocked = true;
+                continue;
+            };
+            records.push(NewRecord::new(key, RecordBody::Attempted { attempt }));
+            tickets.push(t);
+        }
         if records.is_empty() {
             return Ok(Pass {
                 started: 0,
                 blocked,
+                retry_at,
+                held,
             });
         }
         let receipt = self
@@ -77,6 +95,8 @@ impl Engine {
         Ok(Pass {
             started: receipt.seqs.len(),
             blocked,
+            retry_at,
+            held,
         })
     }
 
@@ -191,6 +211,7 @@ impl Engine {
                 ..Commit::default()
             })
             .await?;
+        self.queued(&[(key, receipt.seqs[0])]);
         Ok(receipt.seqs[0])
     }
 
@@ -230,6 +251,7 @@ impl Engine {
         if records.is_empty() {
             return Ok(0);
         }
+        let keys: Vec<DeliveryKey> = records.iter().map(|r| r.key).collect();
         let receipt = self
             .ledger
             .commit(Commit {
@@ -237,6 +259,8 @@ impl Engine {
                 ..Commit::default()
             })
             .await?;
+        let places: Vec<(DeliveryKey, u64)> = keys.into_iter().zip(receipt.seqs.clone()).collect();
+        self.queued(&places);
         self.wake();
         Ok(receipt.seqs.len())
     }
