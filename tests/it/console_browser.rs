@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,8 +28,9 @@ pub struct Browser {
 }
 
 impl Drop for Browser {
+    /// chromedriver and the Chromium it started share a process group of their own: all go.
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        unsafe { libc::kill(-(self.driver.id() as i32), libc::SIGKILL) };
         let _ = self.driver.wait();
     }
 }
@@ -71,6 +73,7 @@ impl Browser {
             .port();
         let driver = Command::new(driver_bin)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -97,10 +100,7 @@ impl Browser {
                     .await
                 {
                     Ok(c) => break c,
-                    Err(e) if started.elapsed() < BOUND => {
-                        let _ = e;
-                        tokio::time::sleep(POLL).await;
-                    }
+                    Err(_) if started.elapsed() < BOUND => tokio::time::sleep(POLL).await,
                     Err(e) => panic!("no WebDriver session at {url}: {e}"),
                 }
             },

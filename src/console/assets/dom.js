@@ -1,5 +1,5 @@
 // Building the page. Every string goes in as a text node or an attribute value, never as
-// markup: there is no innerHTML anywhere in the console.
+// markup: the console never parses data as HTML.
 
 // h("a", {href: "#/x", onclick: f}, "text", child, [more]): an element.
 export function h(tag, attrs, ...children) {
