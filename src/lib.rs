@@ -21,7 +21,7 @@
 //! - [`secrets`]: the main-key ring that seals webhook signing secrets at rest, and `serve`'s
 //!   start-up check and re-seal.
 //! - [`config`]: delivery settings from `HOOKLEDGER_*` variables.
-//! - [`api`]: the HTTP API; [`metrics`]: its Prometheus figures; [`serve`]: the process that
+//! - [`api`]: the HTTP API; [`console`]: the web console `serve` answers at `/`; [`metrics`]: its Prometheus figures; [`serve`]: the process that
 //!   runs it with the engine.
 //! - [`cli`]: the `hookledger` command; [`bench`]: its benchmark scenarios.
 //! - [`sql`]: auditors' read-only SQL (guard, limits, rendering) for `POST /v1/sql` and
@@ -36,6 +36,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod erasure;
 pub mod error;

@@ -26,7 +26,7 @@ use aide::openapi::OpenApi;
 use axum::extract::{DefaultBodyLimit, Extension, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -71,8 +71,12 @@ pub fn build(state: AppState, max_payload: usize) -> (Router, OpenApi) {
 }
 
 /// Unknown paths get the JSON error too, not axum's empty 404.
-async fn no_route(uri: Uri) -> ApiError {
-    ApiError::not_found(format!("no route {}", uri.path()))
+/// The console's assets ([`crate::console`]) are answered here, outside the documented API.
+async fn no_route(method: Method, uri: Uri) -> Response {
+    if let Some(page) = crate::console::asset(&method, uri.path()) {
+        return page;
+    }
+    ApiError::not_found(format!("no route {}", uri.path())).into_response()
 }
 
 /// A known path with a method it does not have: 405 with the JSON error. Under `/v1` the

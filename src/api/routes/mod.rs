@@ -2,7 +2,8 @@
 //! their tokens), [`webhooks`] (`/v1/webhooks...`),
 //! [`events`] (`/v1/events`), [`deliveries`] (`/v1/deliveries...`), [`ledger`] (`/v1/state`,
 //! `/v1/ledger`, `/v1/ledger/head`, `/v1/verify`), [`event_body`] (`/v1/events/{id}/body`:
-//! erasure), [`whatif`] (`/v1/whatif`), [`sql`] (`/v1/sql`) and [`service`]
+//! erasure), [`whatif`] (`/v1/whatif`), [`sql`] (`/v1/sql`), [`console_stats`]
+//! (`/v1/console/...`: the console's read-only figures) and [`service`]
 //! (`/healthz`, `/metrics`, `/openapi.json`, no token). Each file's `routes()` returns an aide
 //! [`ApiRouter`] whose paths are relative to where [`super::router`] mounts it.
 //!
@@ -22,6 +23,7 @@
 //!    413 and 415, and every `/v1` operation gets the bearer requirement, 401 and 503.
 
 mod apps;
+mod console_stats;
 mod deliveries;
 mod event_body;
 mod events;
@@ -50,6 +52,7 @@ pub fn v1() -> ApiRouter<AppState> {
         .merge(ledger::routes())
         .merge(whatif::routes())
         .merge(sql::routes())
+        .merge(console_stats::routes())
 }
 
 /// What an app owns: its webhooks, events and deliveries. Served twice, with the same
