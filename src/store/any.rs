@@ -71,6 +71,9 @@ impl fmt::Debug for Location {
 }
 
 /// Either store.
+// One per ledger handle (the writer's, a reader's), never stored in bulk: the size of the
+// larger variant does not matter, and boxing it would only add an indirection to every call.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyStore {
     Duck(DuckStore),
     Pg(PgStore),

@@ -30,7 +30,11 @@ fn serve(db: &Path) -> (Child, String, Vec<String>) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     loop {
-        let line = lines.next().expect("serve exited").unwrap();
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("serve exited before listening: {status:?}, printed {seen:?}");
+        };
         if let Some(addr) = line.strip_prefix("listening on ") {
             // Keep draining stdout so the child never blocks on it.
             std::thread::spawn(move || lines.for_each(drop));
