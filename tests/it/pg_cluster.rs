@@ -371,8 +371,13 @@ async fn a_node_stopped_with_sigterm_hands_over_without_abandoning() {
         0,
         "a SIGTERM abandons nothing"
     );
-    let held = sql(&url, "SELECT count(*) FROM partition_leases l JOIN cluster_nodes n USING (node_id) WHERE n.stopped_at IS NULL AND l.expires_at > now()").await;
-    assert_eq!(held[0].get::<_, i64>(0), 64, "b holds every partition");
+    // a released its partitions as it stopped; b takes them at its next lease round.
+    wait_for("b holds every partition", Duration::from_secs(5), async || {
+        let held = sql(&url, "SELECT count(*) FROM partition_leases l JOIN cluster_nodes n USING (node_id) WHERE n.stopped_at IS NULL AND l.expires_at > now()").await;
+        let n: i64 = held[0].get(0);
+        (n == 64).then_some(()).ok_or(format!("{n} held"))
+    })
+    .await;
     assert_api_verify(&client, &b.base, "after the hand-over").await;
 }
 
