@@ -15,26 +15,7 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::json;
 
-use crate::serve_child::{assert_api_verify, get, register, ServeChild};
-
-const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-fn node(url: &str, dir: &std::path::Path, name: &str) -> ServeChild {
-    let env = [
-        ("HOOKLEDGER_DATABASE_URL", url),
-        ("HOOKLEDGER_EGRESS_ALLOW", "127.0.0.1"),
-        ("HOOKLEDGER_SECRET_KEY", KEY),
-        (
-            "HOOKLEDGER_RETRY_SCHEDULE",
-            "200ms,200ms,500ms,500ms,1s,1s,1s,1s,1s,1s,1s,1s",
-        ),
-    ];
-    ServeChild::start(
-        &dir.join(format!("{name}.unused.duckdb")),
-        &env,
-        &dir.join(format!("{name}.log")),
-    )
-}
+use crate::serve_child::{assert_api_verify, get, register};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_killed_at_random_lose_nothing_and_verify_after_every_kill() {
@@ -71,7 +52,8 @@ async fn three_nodes_killed_at_random_lose_nothing_and_verify_after_every_kill()
 
     let start = |name: String| {
         let (url, dir) = (url.clone(), dir.path().to_owned());
-        tokio::task::spawn_blocking(move || node(&url, &dir, &name))
+        let schedule = "200ms,200ms,500ms,500ms,1s,1s,1s,1s,1s,1s,1s,1s";
+        tokio::task::spawn_blocking(move || crate::pg_common::node(&url, &dir, &name, schedule))
     };
     let mut nodes = Vec::new();
     for i in 0..3 {

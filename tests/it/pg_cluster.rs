@@ -15,28 +15,8 @@ use serde_json::{json, Value};
 
 use crate::serve_child::{assert_api_verify, get, post_json, register, ServeChild};
 
-/// One main key for every node (they must share it).
-const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-fn node(url: &str, dir: &std::path::Path, name: &str) -> ServeChild {
-    let env = [
-        ("HOOKLEDGER_DATABASE_URL", url),
-        ("HOOKLEDGER_EGRESS_ALLOW", "127.0.0.1"),
-        ("HOOKLEDGER_SECRET_KEY", KEY),
-        ("HOOKLEDGER_RETRY_SCHEDULE", "1s,1s,1s,1s,1s,1s,1s,1s"),
-    ];
-    ServeChild::start(
-        &dir.join(format!("{name}.unused.duckdb")),
-        &env,
-        &dir.join(format!("{name}.log")),
-    )
-}
-
 async fn start(url: &str, dir: &std::path::Path, name: &str) -> ServeChild {
-    let (url, dir, name) = (url.to_owned(), dir.to_owned(), name.to_owned());
-    tokio::task::spawn_blocking(move || node(&url, &dir, &name))
-        .await
-        .unwrap()
+    crate::pg_common::start_node(url, dir, name, "1s,1s,1s,1s,1s,1s,1s,1s").await
 }
 
 /// A receiver: `/ok/{n}` answers 204; `/hang` holds its first request for a minute (the

@@ -69,3 +69,45 @@ macro_rules! pg_schema {
         }
     };
 }
+
+/// The main key every test node seals with (nodes of one ledger must share one).
+pub const NODE_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// `hookledger serve` on the PostgreSQL ledger `url` as a child process named `name` (its log
+/// in `dir`), with loopback receivers allowed and the retry `schedule`.
+pub fn node(
+    url: &str,
+    dir: &std::path::Path,
+    name: &str,
+    schedule: &str,
+) -> crate::serve_child::ServeChild {
+    let env = [
+        ("HOOKLEDGER_DATABASE_URL", url),
+        ("HOOKLEDGER_EGRESS_ALLOW", "127.0.0.1"),
+        ("HOOKLEDGER_SECRET_KEY", NODE_KEY),
+        ("HOOKLEDGER_RETRY_SCHEDULE", schedule),
+    ];
+    crate::serve_child::ServeChild::start(
+        &dir.join(format!("{name}.unused.duckdb")),
+        &env,
+        &dir.join(format!("{name}.log")),
+    )
+}
+
+/// [`node`], started from an async test (on a blocking thread).
+pub async fn start_node(
+    url: &str,
+    dir: &std::path::Path,
+    name: &str,
+    schedule: &str,
+) -> crate::serve_child::ServeChild {
+    let (url, dir, name, schedule) = (
+        url.to_owned(),
+        dir.to_owned(),
+        name.to_owned(),
+        schedule.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || node(&url, &dir, &name, &schedule))
+        .await
+        .unwrap()
+}

@@ -14,7 +14,6 @@ use serde_json::json;
 
 use crate::serve_child::{assert_api_verify, get, post_json, register, ServeChild};
 
-const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/postgres");
 
 /// A cluster of our own: the exports `.ci/postgres start` printed; stopped and removed on drop.
@@ -66,22 +65,8 @@ impl Drop for OwnPg {
 }
 
 async fn node(url: &str, dir: &std::path::Path, name: &str) -> ServeChild {
-    let (url, db, log) = (
-        url.to_owned(),
-        dir.join(format!("{name}.unused.duckdb")),
-        dir.join(format!("{name}.log")),
-    );
-    tokio::task::spawn_blocking(move || {
-        let env = [
-            ("HOOKLEDGER_DATABASE_URL", url.as_str()),
-            ("HOOKLEDGER_EGRESS_ALLOW", "127.0.0.1"),
-            ("HOOKLEDGER_SECRET_KEY", KEY),
-            ("HOOKLEDGER_RETRY_SCHEDULE", "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s"),
-        ];
-        ServeChild::start(&db, &env, &log)
-    })
-    .await
-    .unwrap()
+    let schedule = "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s";
+    crate::pg_common::start_node(url, dir, name, schedule).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
