@@ -14,6 +14,7 @@
 //! | `HOOKLEDGER_DISABLE_AFTER` | a webhook whose attempts all failed this long is deactivated; `0` turns it off | `5d` |
 //! | `HOOKLEDGER_DISABLE_MIN_FAILURES` | ... and only with at least this many failed attempts in that span | `5` |
 //! | `HOOKLEDGER_SECRET_KEY`, `_FILE` | the main key ring sealing signing secrets (read by [`crate::secrets::startup`]) | `<db>.key` |
+//! | `HOOKLEDGER_SQL_URL` | the auditor role `POST /v1/sql` runs as on a PostgreSQL ledger (checked at start; read by [`crate::sql::pg::from_env`]) | none: the route answers 503 there |
 //! | `HOOKLEDGER_DRAIN_LIMIT` | bytes of a refused request's body read and discarded so that the client reads the refusal | `8388608` (8 MiB) |
 
 use std::sync::Arc;

@@ -41,6 +41,8 @@ fn invalid(e: impl std::fmt::Display) -> LedgerError {
 pub async fn serve(options: ServeOptions) -> Result<()> {
     let settings = DeliverySettings::from_env().map_err(invalid)?;
     let http = HttpSettings::from_env().map_err(invalid)?;
+    // Checked before anything opens: a wrong auditor role stops the start at once.
+    let sql_url = crate::sql::pg::from_env(&options.location)?;
     let clock = Arc::new(SystemClock);
     let location = options.location.clone();
     let ledger_options = crate::ledger::LedgerOptions::from_env()?;
@@ -101,6 +103,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         engine,
         egress: settings.egress.clone(),
         token: Arc::new(token),
+        sql_url,
     };
     // Installed before "listening on" is printed: a SIGTERM sent as soon as that line appears
     // must stop the process gracefully, not kill it.

@@ -46,6 +46,9 @@ pub struct AppState {
     pub egress: Arc<EgressPolicy>,
     /// The API token; never logged.
     pub token: Arc<String>,
+    /// The auditor role's connection for `POST /v1/sql` on a PostgreSQL ledger
+    /// ([`crate::sql::pg::SQL_URL`]); never logged.
+    pub sql_url: Option<Arc<str>>,
 }
 
 /// The whole API.

@@ -39,6 +39,7 @@ fn built() -> (axum::Router, OpenApi, tempfile::TempDir) {
         engine,
         egress,
         token: Arc::new("doc-token".into()),
+        sql_url: None,
     };
     let (router, api) = build(state, DEFAULT_MAX_PAYLOAD);
     (router, api, dir)

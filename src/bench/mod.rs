@@ -16,6 +16,7 @@
 //! | `due` | a re-drive pass's pick (`due_fair`: 256 at most, 16 a webhook, over 64 webhooks, a quarter of them stalled) with 10 k vs. 1 M pending; projection memory | [`due`] |
 //! | `whatif` | a what-if over a week of 1 M and 10 M records vs. fetching and folding them | [`whatif`] |
 //! | `commit`, `deliver` with `--store URL` | the same on PostgreSQL, one node, ratio to DuckDB's | [`pg`] |
+//! | `cluster` with `--store URL` | `serve` child processes over HTTP: DuckDB 1 node, PostgreSQL 1 node, PostgreSQL 2 nodes on one schema | [`cluster`] |
 //! | `history` | open-to-ready, memory, commit latency, checkpoint pauses and `state_at` at two ledger sizes, and their ratios | [`history`] |
 //!
 //! Each [`Figure`] has a stable `id` (for `--json` consumers and the tests) and, where the
@@ -23,6 +24,7 @@
 //! own counts (every delivery delivered, records add up) and fail rather than print a figure
 //! from a run that went wrong.
 
+mod cluster;
 mod commit;
 mod deliver;
 mod disk;
@@ -41,7 +43,8 @@ use crate::error::{LedgerError, Result};
 
 /// The scenario names `--scenario` accepts (`all` runs every one).
 pub const SCENARIOS: &[&str] = &[
-    "baseline", "deliver", "retry", "rebuild", "commit", "due", "disk", "whatif", "history", "all",
+    "baseline", "deliver", "retry", "rebuild", "commit", "due", "disk", "whatif", "history",
+    "cluster", "all",
 ];
 
 /// What to run, and at what size.
@@ -69,6 +72,9 @@ pub struct Options {
     /// A PostgreSQL server (`--store`): `commit` and `deliver` also run there, each in a
     /// schema of its own.
     pub store: Option<String>,
+    /// The `hookledger` binary `cluster` starts as `serve` children (default: this process's
+    /// own executable, when it is `hookledger`).
+    pub exe: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -85,6 +91,7 @@ impl Default for Options {
             history_records: vec![1_000_000, 10_000_000],
             whatif_records: vec![1_000_000, 10_000_000],
             store: None,
+            exe: None,
         }
     }
 }
@@ -104,6 +111,7 @@ impl Options {
             history_records: vec![30_000, 60_000],
             whatif_records: vec![20_000],
             store: None,
+            exe: None,
         }
     }
 }
@@ -161,6 +169,10 @@ fn run_in(
     // Only when asked by name: at the default sizes it writes 11 M records.
     if o.scenario == "history" {
         figures.extend(history::run(dir, &o.history_records, progress)?);
+    }
+    // By name, or in `all` when there is a PostgreSQL server to run it on.
+    if o.scenario == "cluster" || (o.scenario == "all" && o.store.is_some()) {
+        figures.extend(cluster::run(dir, o, progress)?);
     }
     let http = ["baseline", "deliver", "retry", "disk"];
     if http.iter().any(|s| wants(s)) {

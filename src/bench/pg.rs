@@ -37,6 +37,11 @@ impl BenchSchema {
         Ok(Self { server, name, url })
     }
 
+    /// The URL that opens this schema (its `search_path` set).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     pub fn location(&self) -> Location {
         Location::Postgres(self.url.clone())
     }

@@ -1,6 +1,7 @@
 //! `hookledger sql`: one read-only query, against a stopped file (`--db`, opened read-only) or a
 //! running server (`--server URL`, through `POST /v1/sql` with `HOOKLEDGER_API_TOKEN`). Both
-//! run the same [`super::run`], so the answer is the same wherever it is asked.
+//! run the same [`super::run`], so the answer is the same wherever it is asked. On PostgreSQL,
+//! `--store URL` runs it as that URL's auditor role ([`super::pg`]), as the server's route does.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,8 +19,12 @@ pub struct SqlArgs {
     /// The query: one SELECT over the ledger's tables and audit views.
     pub query: String,
     /// A stopped database file, opened read-only.
-    #[arg(long, conflicts_with = "server", required_unless_present = "server")]
+    #[arg(long, conflicts_with_all = ["server", "store"], required_unless_present_any = ["server", "store"])]
     pub db: Option<PathBuf>,
+    /// A PostgreSQL ledger, connected to as a read-only auditor role (schema/pg/auditor.sql);
+    /// a role that could write or read a secret is refused.
+    #[arg(long, conflicts_with = "server")]
+    pub store: Option<String>,
     /// A running server's base URL (e.g. http://127.0.0.1:8080); the token is read from
     /// HOOKLEDGER_API_TOKEN.
     #[arg(long)]
@@ -33,20 +38,29 @@ pub struct SqlArgs {
 }
 
 pub fn sql(args: &SqlArgs) -> Result<ExitCode> {
+    let limits = Limits {
+        rows: args.limit,
+        ..Limits::default()
+    };
     let answer = match (&args.db, &args.server) {
+        _ if args.store.is_some() => {
+            let url = args.store.clone().unwrap_or_default();
+            let query = args.query.clone();
+            // The sync client runs its own runtime: not inside another one.
+            std::thread::spawn(move || super::pg::run(&url, &query, limits))
+                .join()
+                .map_err(|_| LedgerError::Invalid("the query thread panicked".into()))?
+                .map_err(|e| LedgerError::Invalid(format!("--store: {e}")))?
+        }
         (Some(db), _) => {
             let store = DuckStore::open(db, OpenMode::ReadOnly)?;
-            let limits = Limits {
-                rows: args.limit,
-                ..Limits::default()
-            };
             super::run(store.connection(), &args.query, limits)
                 .map_err(|e| LedgerError::Invalid(e.to_string()))?
         }
         (None, Some(server)) => ask_server(server, &args.query, args.limit)?,
         (None, None) => {
             return Err(LedgerError::Invalid(
-                "give --db PATH or --server URL".into(),
+                "give --db PATH, --store URL or --server URL".into(),
             ))
         }
     };

@@ -41,6 +41,10 @@ pub enum Refusal {
         "`webhook_changes.secret` and `token_digest` are never readable (not even in a filter)"
     )]
     Secret,
+    /// PostgreSQL's own guards (the role's privileges, the read-only transaction, the single
+    /// query expression) refused it.
+    #[error("refused: {0}")]
+    Denied(String),
 }
 
 /// Plan operators that only compute over their inputs.

@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod guard;
+pub mod pg;
 pub mod render;
 
 use std::sync::mpsc;

@@ -95,6 +95,7 @@ impl App {
             engine: engine.clone(),
             egress,
             token: Arc::new(TOKEN.to_owned()),
+            sql_url: None,
         };
         let base = rt.block_on(async {
             let created = Change::Created {

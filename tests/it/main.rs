@@ -38,6 +38,7 @@ mod pg_ledger;
 mod pg_outage;
 mod pg_schema;
 mod pg_serve;
+mod pg_sql;
 mod refusals;
 mod scenarios;
 mod secrets;

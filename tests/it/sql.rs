@@ -127,7 +127,7 @@ fn a_query_past_its_time_limit_is_interrupted() {
 
 /// Queries that write, reach outside the ledger, or read a secret: each class the guard knows,
 /// with case, comment and nesting tricks.
-fn hostile(dir: &std::path::Path) -> Vec<String> {
+pub(crate) fn hostile(dir: &std::path::Path) -> Vec<String> {
     let out = dir.join("out.csv").display().to_string();
     let other = dir.join("other.duckdb").display().to_string();
     let probe = dir.join("probe.csv").display().to_string();

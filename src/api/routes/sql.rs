@@ -1,7 +1,8 @@
 //! `POST /v1/sql`: one read-only query over the ledger's tables and audit views, run inside the
 //! serving process on a reader connection of its own (see [`crate::sql`]): the answer as JSON,
 //! or CSV with `Accept: text/csv`. A query that would write, reach outside the ledger or read a
-//! secret is refused with 400 naming the reason, and nothing runs.
+//! secret is refused with 400 naming the reason, and nothing runs. On a PostgreSQL ledger it runs
+//! as the auditor role of `HOOKLEDGER_SQL_URL` ([`crate::sql::pg`]), 503 without one.
 
 use aide::axum::routing::post_with;
 use aide::axum::ApiRouter;
@@ -18,6 +19,7 @@ use crate::api::openapi::SortedJson;
 use crate::api::scope::Scope;
 use crate::api::AppState;
 use crate::sql::{self, Answer, Limits, SqlError};
+use crate::store::any::AnyStore;
 
 pub fn routes() -> ApiRouter<AppState> {
     ApiRouter::new().api_route(
@@ -31,7 +33,7 @@ pub fn routes() -> ApiRouter<AppState> {
                      was cut), 10 s and 128 MiB of intermediates. `Accept: text/csv` answers CSV.",
                 )
                 .response::<200, SortedJson<Answer>>()
-                .refuses(&[400, 403, 422])
+                .refuses(&[400, 403, 422, 503])
         }),
     )
 }
@@ -75,9 +77,18 @@ async fn query(
         rows,
         ..Limits::default()
     };
-    let answer = blocking(move || Ok(sql::run(reader.connection(), &req.query, limits)))
-        .await?
-        .map_err(refused)?;
+    let on_pg = matches!(reader, AnyStore::Pg(_));
+    let answer = match (on_pg, state.sql_url.clone()) {
+        (false, _) => {
+            blocking(move || Ok(sql::run(reader.connection(), &req.query, limits))).await?
+        }
+        (true, Some(url)) => {
+            drop(reader);
+            blocking(move || Ok(sql::pg::run(&url, &req.query, limits))).await?
+        }
+        (true, None) => return Err(unavailable()),
+    }
+    .map_err(refused)?;
     let csv = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -92,6 +103,20 @@ async fn query(
     } else {
         SortedJson(answer).into_response()
     })
+}
+
+/// A PostgreSQL ledger whose server was not given an auditor role.
+fn unavailable() -> ApiError {
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "sql_unavailable",
+        message: format!(
+            "SQL on a PostgreSQL ledger runs as a read-only auditor role: start the server with {} \
+             (schema/pg/auditor.sql makes the role)",
+            sql::pg::SQL_URL
+        ),
+        field: None,
+    }
 }
 
 fn refused(e: SqlError) -> ApiError {
