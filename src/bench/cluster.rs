@@ -301,19 +301,20 @@ fn one_run(
     })
 }
 
-/// Waits until `n` nodes hold partition leases (a joining node gets its share within a round
-/// or two).
+/// Waits until each of `n` nodes holds its share of the partitions (a joining node gets it
+/// within a few lease rounds), so that the run measures the spread, not the hand-over.
 fn wait_for_owners(url: &str, n: usize) -> Result<()> {
     let url = url.to_owned();
     std::thread::spawn(move || -> Result<()> {
         let mut c = postgres::Client::connect(&url, postgres::NoTls)?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let row = c.query_one(
-                "SELECT count(DISTINCT node_id) FROM partition_leases WHERE expires_at > now()",
+            let rows = c.query(
+                "SELECT count(*) FROM partition_leases WHERE expires_at > now() GROUP BY node_id",
                 &[],
             )?;
-            if row.get::<_, i64>(0) as usize >= n {
+            let fair = (crate::cluster::PARTITIONS as usize / n) as i64;
+            if rows.len() >= n && rows.iter().all(|r| r.get::<_, i64>(0) >= fair) {
                 return Ok(());
             }
             if Instant::now() > deadline {

@@ -47,6 +47,8 @@ struct Spec {
     /// Events per second, or as fast as `publishers` go.
     pace: Option<f64>,
     schedule: RetrySchedule,
+    /// Run [`super::sqlload`]'s heavy query beside the deliveries.
+    heavy_sql: bool,
 }
 
 /// What one engine run did.
@@ -59,6 +61,8 @@ struct Run {
     latencies: Vec<u64>,
     /// CPU time the whole process used (engine, ledger, receiver).
     cpu: Duration,
+    /// What the heavy query did, when it ran.
+    sql: Option<super::sqlload::Ran>,
 }
 
 pub fn run(
@@ -106,6 +110,7 @@ pub fn run(
                 pace: None,
                 schedule: RetrySchedule::parse(schedule)
                     .map_err(|e| LedgerError::Invalid(e.to_string()))?,
+                heavy_sql: false,
             })
         };
         let mut deliver_db = None;
@@ -167,6 +172,15 @@ pub fn run(
             let run = drive(&duck(&path), spec(RETRY_FAIL_SHARE, RETRY_SCHEDULE)?, progress).await?;
             figures.extend(throughput("retry", &run, base, o));
         }
+        if want.contains(&"sqlload") {
+            let plain = drive(&duck(&dir.join("sqlload-plain.duckdb")), spec(0.0, "5s")?, progress).await?;
+            let heavy = Spec {
+                heavy_sql: true,
+                ..spec(0.0, "5s")?
+            };
+            let loaded = drive(&duck(&dir.join("sqlload-heavy.duckdb")), heavy, progress).await?;
+            figures.extend(sql_load(&plain, &loaded));
+        }
         if want.contains(&"disk") {
             let (path, deliveries) = match deliver_db {
                 Some(found) => found,
@@ -180,6 +194,49 @@ pub fn run(
         }
         Ok(figures)
     })
+}
+
+/// Deliveries with the heavy query running beside them, against the same run without it.
+fn sql_load(plain: &Run, loaded: &Run) -> Vec<Figure> {
+    let (p, l) = (
+        rate(plain.deliveries, plain.elapsed),
+        rate(loaded.deliveries, loaded.elapsed),
+    );
+    let ran = loaded.sql.unwrap_or_default();
+    vec![
+        figure(
+            "sqlload",
+            "plain",
+            "published → delivered, no query running",
+            p,
+            "deliveries/s",
+            None,
+        ),
+        figure(
+            "sqlload",
+            "loaded",
+            "the same with the heavy query back to back (ratio to without)",
+            l,
+            "deliveries/s",
+            Some(l / p.max(1e-9)),
+        ),
+        figure(
+            "sqlload",
+            "interrupted",
+            "heavy queries interrupted at the 10 s limit",
+            ran.interrupted as f64,
+            "queries",
+            None,
+        ),
+        figure(
+            "sqlload",
+            "answered",
+            "heavy queries that answered within it",
+            ran.answered as f64,
+            "queries",
+            None,
+        ),
+    ]
 }
 
 fn duck(path: &Path) -> Location {
@@ -378,6 +435,9 @@ async fn drive(at: &Location, spec: Spec, progress: &mut dyn FnMut(&str)) -> Res
     let engine = Engine::new(ledger.clone(), sender, clock, config);
     let (stop, stopped) = watch::channel(false);
     let redrive = tokio::spawn(engine.clone().run(stopped));
+    let load = spec
+        .heavy_sql
+        .then(|| super::sqlload::Load::start(ledger.clone()));
     let started = Instant::now();
     let cpu = cpu_time();
     let publishers = publish(&engine, &tape, &spec);
@@ -390,6 +450,14 @@ async fn drive(at: &Location, spec: Spec, progress: &mut dyn FnMut(&str)) -> Res
     let cpu = cpu_time().saturating_sub(cpu);
     let _ = stop.send(true);
     let _ = redrive.await;
+    let sql = match load {
+        Some(load) => Some(
+            tokio::task::spawn_blocking(move || load.stop())
+                .await
+                .map_err(|e| LedgerError::Invalid(e.to_string()))??,
+        ),
+        None => None,
+    };
     let records = ledger.shared().read_projection().last_seq();
     let refused = tape.refused.load(Ordering::Relaxed);
     if records != 3 * deliveries + 2 * refused {
@@ -404,6 +472,7 @@ async fn drive(at: &Location, spec: Spec, progress: &mut dyn FnMut(&str)) -> Res
         attempts: tape.attempts.load(Ordering::Relaxed),
         latencies: tape.latencies(spec.events),
         cpu,
+        sql,
     })
 }
 

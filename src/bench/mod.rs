@@ -17,6 +17,7 @@
 //! | `whatif` | a what-if over a week of 1 M and 10 M records vs. fetching and folding them | [`whatif`] |
 //! | `commit`, `deliver` with `--store URL` | the same on PostgreSQL, one node, ratio to DuckDB's | [`pg`] |
 //! | `cluster` with `--store URL` | `serve` child processes over HTTP: DuckDB 1 node, PostgreSQL 1 node, PostgreSQL 2 nodes on one schema | [`cluster`] |
+//! | `sqlload` | `deliver` without and with an auditor's heavy query (`POST /v1/sql`'s code and limits) running back to back | [`sqlload`] |
 //! | `history` | open-to-ready, memory, commit latency, checkpoint pauses and `state_at` at two ledger sizes, and their ratios | [`history`] |
 //!
 //! Each [`Figure`] has a stable `id` (for `--json` consumers and the tests) and, where the
@@ -33,6 +34,7 @@ pub mod history;
 mod pg;
 mod rebuild;
 mod receiver;
+mod sqlload;
 mod whatif;
 
 use std::time::Duration;
@@ -174,7 +176,7 @@ fn run_in(
     if o.scenario == "cluster" || (o.scenario == "all" && o.store.is_some()) {
         figures.extend(cluster::run(dir, o, progress)?);
     }
-    let http = ["baseline", "deliver", "retry", "disk"];
+    let http = ["baseline", "deliver", "retry", "disk", "sqlload"];
     if http.iter().any(|s| wants(s)) {
         let want: Vec<&str> = http.into_iter().filter(|s| wants(s)).collect();
         figures.extend(deliver::run(dir, o, &want, progress)?);

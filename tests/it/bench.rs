@@ -177,6 +177,50 @@ fn commit_measures_one_commit_and_group_commit() {
     assert!(group > 1.0, "{group} commits per transaction");
 }
 
+/// `cluster` runs real `serve` children over HTTP: every delivery is attempted exactly once
+/// across the nodes (the scenario fails otherwise), and on two nodes both take a share.
+#[test]
+fn cluster_delivers_through_serve_children_on_one_and_two_nodes() {
+    let Some(server) =
+        crate::pg_common::server("cluster_delivers_through_serve_children_on_one_and_two_nodes")
+    else {
+        return;
+    };
+    let options = Options {
+        store: Some(server),
+        exe: Some(env!("CARGO_BIN_EXE_hookledger").into()),
+        ..Options::small("cluster")
+    };
+    let figures = run("cluster", options);
+    for id in [
+        "duck_rate",
+        "pg1_rate",
+        "pg2_rate",
+        "duck_cpu",
+        "pg1_cpu",
+        "pg2_cpu",
+    ] {
+        assert!(value(&figures, &format!("cluster.{id}")) > 0.0, "{id}");
+    }
+    let pg1 = find(&figures, "cluster.pg1_rate").unwrap();
+    let ratio = pg1.value / value(&figures, "cluster.duck_rate");
+    assert!((pg1.ratio.unwrap() - ratio).abs() < 1e-9);
+    let share = value(&figures, "cluster.pg2_share");
+    assert!(share > 0.0 && share <= 0.5, "{share}");
+    let without = bench::run(&Options::small("cluster"), &mut |_| {}).unwrap_err();
+    assert!(without.to_string().contains("--store"), "{without}");
+}
+
+#[test]
+fn sqlload_runs_the_heavy_query_beside_the_deliveries() {
+    let figures = run("sqlload", Options::small("sqlload"));
+    let ran = value(&figures, "sqlload.answered") + value(&figures, "sqlload.interrupted");
+    assert!(ran >= 1.0, "{figures:#?}");
+    let loaded = find(&figures, "sqlload.loaded").unwrap();
+    let plain = value(&figures, "sqlload.plain");
+    assert!((loaded.ratio.unwrap() - loaded.value / plain).abs() < 1e-9);
+}
+
 #[test]
 fn an_unknown_scenario_is_refused() {
     let err = bench::run(&Options::small("nope"), &mut |_| {}).unwrap_err();
