@@ -124,13 +124,25 @@ async fn auditors_sql_on_postgres_answers_as_the_auditor_role_and_refuses_the_ho
 
     // A role that could read a secret (here the superuser) stops the start, naming the variable.
     let refused = tokio::task::block_in_place(|| {
-        Command::new(env!("CARGO_BIN_EXE_hookledger"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookledger"))
             .args(["serve", "--listen", "127.0.0.1:0", "--store", &url])
             .env("HOOKLEDGER_SECRET_KEY", NODE_KEY)
             .env("HOOKLEDGER_API_TOKEN", crate::serve_child::TOKEN)
             .env("HOOKLEDGER_SQL_URL", &url)
-            .output()
-            .unwrap()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Bounded: a start that goes through would otherwise serve forever.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("serve started with a superuser as auditor");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
     });
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(
