@@ -154,7 +154,7 @@ mod tests {
             "webhook_deliveries-00000000000000000007-00000000000000001234.parquet"
         );
         assert_eq!(Range::parse(&name), Some(r(7, 1234)));
-        let mut names = vec![r(1000, 1999).file_name(), r(2, 999).file_name()];
+        let mut names = [r(1000, 1999).file_name(), r(2, 999).file_name()];
         names.sort();
         assert_eq!(names[0], r(2, 999).file_name());
         let max = r(u64::MAX, u64::MAX).file_name();
