@@ -57,6 +57,9 @@ pub enum Command {
     /// Erase one event's body now (a stopped database; the API's DELETE /v1/events/{id}/body
     /// while serving), recording who, when and why as a chained fact.
     Expunge(crate::erasure::cli::ExpungeArgs),
+    /// Seal the ledger's records not exported yet into immutable Parquet files in a directory
+    /// (`serve` does it continuously with HOOKLEDGER_EXPORT_DIR).
+    Export(crate::export::cli::ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +167,10 @@ pub struct VerifyArgs {
     /// Fail unless the log contains this head (`SEQ:HASH`, as `hookledger head` prints it).
     #[arg(long, value_parser = parse_anchor)]
     pub expect_head: Option<(u64, crate::ledger::chain::Hash)>,
+    /// Check an export directory's files against the chain they carry instead of the database
+    /// (with `--expect-head`, the anchor must be one of their batches).
+    #[arg(long)]
+    pub export: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +282,17 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::BenchOpen(args) => {
             crate::bench::history::open_child(&args.db.db, !args.no_checkpoints)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Export(args) => crate::export::cli::export(&args),
+        Command::Verify(args) if args.export.is_some() => {
+            let dir = args.export.as_deref().unwrap_or(std::path::Path::new("."));
+            let report = crate::export::verify::verify(dir, args.expect_head)?;
+            println!("{report}");
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Verify(args) => {
             let options = verify::Options {

@@ -16,6 +16,10 @@
 //! | `HOOKLEDGER_SECRET_KEY`, `_FILE` | the main key ring sealing signing secrets (read by [`crate::secrets::startup`]) | `<db>.key` |
 //! | `HOOKLEDGER_SQL_URL` | the auditor role `POST /v1/sql` runs as on a PostgreSQL ledger (checked at start; read by [`crate::sql::pg::from_env`]) | none: the route answers 503 there |
 //! | `HOOKLEDGER_DRAIN_LIMIT` | bytes of a refused request's body read and discarded so that the client reads the refusal | `8388608` (8 MiB) |
+//! | `HOOKLEDGER_EXPORT_DIR` | `serve` seals the ledger into Parquet files in this directory ([`crate::export`]) | none (no export) |
+//! | `HOOKLEDGER_EXPORT_EVERY` | ... a file once this many records are not exported yet | `100000` |
+//! | `HOOKLEDGER_EXPORT_INTERVAL` | ... or once this long has passed since the last file, whichever comes first | `300s` |
+//! | `HOOKLEDGER_EXPORT_BODIES` | `true`: the files also hold the events' bodies (never an expunged one) | `false` |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +40,10 @@ pub const MAX_CONNECTIONS: &str = "HOOKLEDGER_MAX_CONNECTIONS";
 pub const DRAIN_LIMIT: &str = "HOOKLEDGER_DRAIN_LIMIT";
 pub const DISABLE_AFTER: &str = "HOOKLEDGER_DISABLE_AFTER";
 pub const DISABLE_MIN_FAILURES: &str = "HOOKLEDGER_DISABLE_MIN_FAILURES";
+pub const EXPORT_DIR: &str = "HOOKLEDGER_EXPORT_DIR";
+pub const EXPORT_EVERY: &str = "HOOKLEDGER_EXPORT_EVERY";
+pub const EXPORT_INTERVAL: &str = "HOOKLEDGER_EXPORT_INTERVAL";
+pub const EXPORT_BODIES: &str = "HOOKLEDGER_EXPORT_BODIES";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {message}")]
@@ -215,6 +223,67 @@ impl HttpSettings {
     }
 }
 
+/// `serve`'s continuous export (see [`crate::export::run`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportSettings {
+    pub dir: std::path::PathBuf,
+    pub every: u64,
+    pub interval: Duration,
+    pub bodies: bool,
+}
+
+/// The default of `HOOKLEDGER_EXPORT_INTERVAL`.
+pub const DEFAULT_EXPORT_INTERVAL: Duration = Duration::from_secs(300);
+
+impl ExportSettings {
+    /// Reads the settings from the process environment (`None`: no `HOOKLEDGER_EXPORT_DIR`).
+    pub fn from_env() -> Result<Option<Self>, ConfigError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `get` (the environment, or a map in tests).
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
+        let Some(dir) = get(EXPORT_DIR).filter(|d| !d.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let every = match get(EXPORT_EVERY) {
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(ConfigError {
+                        var: EXPORT_EVERY,
+                        message: format!("`{v}` is not a whole number of records, at least 1"),
+                    })
+                }
+            },
+            None => crate::export::DEFAULT_EVERY,
+        };
+        let interval = match get(EXPORT_INTERVAL) {
+            Some(v) => parse_timeout(&v).map_err(|message| ConfigError {
+                var: EXPORT_INTERVAL,
+                message,
+            })?,
+            None => DEFAULT_EXPORT_INTERVAL,
+        };
+        let bodies = match get(EXPORT_BODIES).as_deref().map(str::trim) {
+            None | Some("") | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(v) => {
+                return Err(ConfigError {
+                    var: EXPORT_BODIES,
+                    message: format!("`{v}` is not true or false"),
+                })
+            }
+        };
+        Ok(Some(Self {
+            dir: dir.into(),
+            every,
+            interval,
+            bodies,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +380,52 @@ mod tests {
             let err = http(vars).unwrap_err();
             assert_eq!(err.var, var, "{vars:?}: {err}");
             assert!(err.to_string().starts_with(var), "{err}");
+        }
+    }
+
+    fn export(vars: &[(&str, &str)]) -> Result<Option<ExportSettings>, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ExportSettings::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn export_settings_default_are_read_and_name_a_bad_variable() {
+        assert_eq!(export(&[]).unwrap(), None);
+        assert_eq!(export(&[(EXPORT_EVERY, "5")]).unwrap(), None, "no dir");
+        let s = export(&[(EXPORT_DIR, "/x")]).unwrap().unwrap();
+        assert_eq!(
+            (s.every, s.interval, s.bodies),
+            (100_000, Duration::from_secs(300), false)
+        );
+        let s = export(&[
+            (EXPORT_DIR, "/x"),
+            (EXPORT_EVERY, "50"),
+            (EXPORT_INTERVAL, "2s"),
+            (EXPORT_BODIES, "true"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            s,
+            ExportSettings {
+                dir: "/x".into(),
+                every: 50,
+                interval: Duration::from_secs(2),
+                bodies: true
+            }
+        );
+        for (var, value) in [
+            (EXPORT_EVERY, "0"),
+            (EXPORT_EVERY, "many"),
+            (EXPORT_INTERVAL, "0s"),
+            (EXPORT_INTERVAL, "soon"),
+            (EXPORT_BODIES, "yes please"),
+        ] {
+            let err = export(&[(EXPORT_DIR, "/x"), (var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{err}");
         }
     }
 

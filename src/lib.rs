@@ -28,6 +28,8 @@
 //!   `hookledger sql`.
 //! - [`erasure`]: body retention (`HOOKLEDGER_BODY_RETENTION`) and `hookledger expunge`;
 //!   what an expunge is and what `verify` checks after one is [`ledger::expunge`].
+//! - [`export`]: the ledger as immutable Parquet files (`hookledger export`, `serve`'s
+//!   `HOOKLEDGER_EXPORT_DIR`) and `verify --export`.
 //! - [`whatif`]: replays the ledger's real failures under a candidate retry policy.
 
 pub mod api;
@@ -40,6 +42,7 @@ pub mod console;
 pub mod delivery;
 pub mod erasure;
 pub mod error;
+pub mod export;
 pub mod ids;
 pub mod ledger;
 pub mod metrics;

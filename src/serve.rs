@@ -3,7 +3,9 @@
 //! Start-up folds the log (printing how many records and how long), recovers attempts cut off
 //! by a crash, and starts the re-drive loop. SIGTERM or SIGINT stop taking requests, let
 //! attempts in flight finish and record their outcomes, flush the writer, and exit 0. The
-//! listener and the bounds on slow, idle and too many clients are `api::server`'s.
+//! listener and the bounds on slow, idle and too many clients are `api::server`'s. With
+//! `HOOKLEDGER_BODY_RETENTION` it runs the retention pass, and with `HOOKLEDGER_EXPORT_DIR` the
+//! continuous Parquet export (`crate::export::run`), each a background task off the writer.
 //!
 //! The ledger is a DuckDB file (`--db`) or a PostgreSQL database (`--store postgres://...` or
 //! `HOOKLEDGER_DATABASE_URL`); it is opened on a blocking thread, since the PostgreSQL client
@@ -97,6 +99,13 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
             shutdown.clone(),
         );
         tokio::spawn(task);
+    }
+    if let Some(export) = crate::config::ExportSettings::from_env().map_err(invalid)? {
+        tokio::spawn(crate::export::run::run(
+            ledger.clone(),
+            export,
+            shutdown.clone(),
+        ));
     }
     let redrive = tokio::spawn(engine.clone().run(shutdown));
     let state = AppState {
