@@ -13,6 +13,7 @@
 //! | `HOOKLEDGER_MAX_CONNECTIONS` | connections served at once; one more is answered 503 and closed | `1024` |
 //! | `HOOKLEDGER_DISABLE_AFTER` | a webhook whose attempts all failed this long is deactivated; `0` turns it off | `5d` |
 //! | `HOOKLEDGER_DISABLE_MIN_FAILURES` | ... and only with at least this many failed attempts in that span | `5` |
+//! | `HOOKLEDGER_FAILING_AFTER` | a delivery whose attempt number this fails sends `delivery.failing` to the operational webhooks (at least 1) | `4` |
 //! | `HOOKLEDGER_SECRET_KEY`, `_FILE` | the main key ring sealing signing secrets (read by [`crate::secrets::startup`]) | `<db>.key` |
 //! | `HOOKLEDGER_SQL_URL` | the auditor role `POST /v1/sql` runs as on a PostgreSQL ledger (checked at start; read by [`crate::sql::pg::from_env`]) | none: the route answers 503 there |
 //! | `HOOKLEDGER_DRAIN_LIMIT` | bytes of a refused request's body read and discarded so that the client reads the refusal | `8388608` (8 MiB) |
@@ -44,6 +45,7 @@ pub const EXPORT_DIR: &str = "HOOKLEDGER_EXPORT_DIR";
 pub const EXPORT_EVERY: &str = "HOOKLEDGER_EXPORT_EVERY";
 pub const EXPORT_INTERVAL: &str = "HOOKLEDGER_EXPORT_INTERVAL";
 pub const EXPORT_BODIES: &str = "HOOKLEDGER_EXPORT_BODIES";
+pub const FAILING_AFTER: &str = "HOOKLEDGER_FAILING_AFTER";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {message}")]
@@ -60,6 +62,8 @@ pub struct DeliverySettings {
     pub attempt_timeout: Duration,
     /// Auto-disable (`serve` turns it on by default).
     pub disable: DisablePolicy,
+    /// The attempt whose failure sends `delivery.failing` (`crate::delivery::operational`).
+    pub failing_after: u16,
 }
 
 impl DeliverySettings {
@@ -105,7 +109,20 @@ impl DeliverySettings {
             },
             None => DEFAULT_MIN_FAILURES,
         };
+        let failing_after = match get(FAILING_AFTER) {
+            Some(v) => match v.trim().parse::<u16>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(ConfigError {
+                        var: FAILING_AFTER,
+                        message: format!("`{v}` is not a whole number from 1 to 65535"),
+                    })
+                }
+            },
+            None => crate::delivery::operational::DEFAULT_FAILING_AFTER,
+        };
         Ok(Self {
+            failing_after,
             schedule,
             egress: Arc::new(egress),
             attempt_timeout,
@@ -311,6 +328,12 @@ mod tests {
         let s = settings(&[(DISABLE_AFTER, "1h"), (DISABLE_MIN_FAILURES, "2")]).unwrap();
         assert_eq!(s.disable.after, Some(Duration::from_secs(3600)));
         assert_eq!(s.disable.min_failures, 2);
+        assert_eq!(s.failing_after, 4);
+        assert_eq!(settings(&[(FAILING_AFTER, "2")]).unwrap().failing_after, 2);
+        for bad in ["0", "x", "70000"] {
+            let e = settings(&[(FAILING_AFTER, bad)]).unwrap_err();
+            assert_eq!(e.var, FAILING_AFTER);
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `hookledger serve`: one process with the ledger, the delivery engine and the HTTP API.
 //!
 //! Start-up folds the log (printing how many records and how long), recovers attempts cut off
-//! by a crash, and starts the re-drive loop. SIGTERM or SIGINT stop taking requests, let
+//! by a crash, and starts the re-drive loop and the operational events' watcher
+//! (`crate::delivery::operational`). SIGTERM or SIGINT stop taking requests, let
 //! attempts in flight finish and record their outcomes, flush the writer, and exit 0. The
 //! listener and the bounds on slow, idle and too many clients are `api::server`'s. With
 //! `HOOKLEDGER_BODY_RETENTION` it runs the retention pass, and with `HOOKLEDGER_EXPORT_DIR` the
@@ -107,6 +108,9 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
             shutdown.clone(),
         ));
     }
+    let operational =
+        crate::delivery::operational::Watcher::new(engine.clone(), settings.failing_after);
+    let operational = tokio::spawn(operational.run(shutdown.clone()));
     let redrive = tokio::spawn(engine.clone().run(shutdown));
     let state = AppState {
         engine,
@@ -131,6 +135,7 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     .await;
     let _ = stop.send(true);
     let _ = redrive.await;
+    let _ = operational.await;
     if let Some(leases) = cluster {
         // The engine has drained: nothing of this node is in an attempt any more.
         tokio::task::spawn_blocking(move || leases.leave())

@@ -1,7 +1,7 @@
 //! Everything that talks to receivers: Standard Webhooks signing, the retry schedule, and the
 //! URL guard that keeps deliveries away from internal addresses, the HTTP sender, the concurrency
 //! gates (slots on the wire, attempts recorded ahead of them), the rate limits' token buckets, the FIFO webhooks' lines, the records an
-//! attempt's outcome becomes, the failing spans behind auto-disable, and the engine that publishes, attempts, re-drives, parks and
+//! attempt's outcome becomes, the failing spans behind auto-disable, the operational events sent to operational webhooks, and the engine that publishes, attempts, re-drives, parks and
 //! recovers.
 
 pub mod backoff;
@@ -12,6 +12,7 @@ pub mod fifo;
 pub mod gate;
 pub mod guard;
 pub mod health;
+pub mod operational;
 pub mod outcome;
 pub mod rate;
 pub mod sender;

@@ -6,7 +6,9 @@
 //! by a PATCH. A webhook without such a change has the defaults: no rate limit, `parallel`
 //! ordering, not operational. Old rows are untouched, so old files verify as before.
 //!
-//! `operational` is reserved: the format carries it, no route sets it yet.
+//! `operational` (set by the operator token only, see `crate::api::routes::webhooks`) makes
+//! a webhook receive hookledger's own events instead of published ones
+//! (`crate::delivery::operational`).
 //!
 //! Invariant: a change holds only the options it sets; folding it leaves the others as they
 //! were. `rate_limit` is at least 1 request per second (`null` in a PATCH removes it).
@@ -34,8 +36,8 @@ pub struct WebhookOptions {
     /// At most this many attempts per second (`None`: no limit).
     pub rate_limit: Option<NonZeroU32>,
     pub ordering: Ordering,
-    /// Reserved for operational webhooks (hookledger's own events, issue 16 point 2): folded
-    /// from a `configured` row, but no route sets it yet and nothing reads it.
+    /// Receives hookledger's own events, and no published ones
+    /// (`crate::delivery::operational`).
     pub operational: bool,
 }
 

@@ -35,6 +35,8 @@ mod ops_fifo;
 mod ops_rate;
 mod ops_secrets;
 mod ops_token;
+mod ops_webhooks;
+mod ops_webhooks_api;
 mod pg_chaos;
 mod pg_cluster;
 mod pg_ledger;

@@ -1,6 +1,7 @@
 //! Auto-disable with a manual clock: a webhook whose every attempt fails stays active at 5
 //! days minus a minute, is deactivated at 5 days (an `auto_disabled` registry change with its
-//! evidence, its pending deliveries parked), and one success in between starts the span anew.
+//! evidence, its pending deliveries parked, and the `webhook.auto_disabled` operational event
+//! delivered to an operational webhook), and one success in between starts the span anew.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,12 +11,13 @@ use hookledger::delivery::backoff::RetrySchedule;
 use hookledger::delivery::engine::{Engine, EngineConfig, OpsConfig, Publish};
 use hookledger::delivery::guard::EgressPolicy;
 use hookledger::delivery::health::DisablePolicy;
+use hookledger::delivery::operational::Watcher;
 use hookledger::delivery::sender::{Sender, SenderConfig};
 use hookledger::delivery::signing::Secret;
 use hookledger::ids::WebhookId;
 use hookledger::ledger::writer::Commit;
 use hookledger::ledger::Ledger;
-use hookledger::registry::Change;
+use hookledger::registry::{Change, OptionsChange};
 
 use crate::ops_common::Receiver;
 
@@ -93,9 +95,50 @@ fn active(engine: &Engine, id: WebhookId) -> bool {
         .active
 }
 
+/// An operational webhook receiving `webhook.auto_disabled` only, and its secret.
+async fn operational(engine: &Arc<Engine>) -> (Receiver, Secret) {
+    let (rx, url) = Receiver::start(0, 0.0, 9).await;
+    let secret = Secret::generate();
+    let filter = vec!["webhook.auto_disabled".to_owned()];
+    let changes = vec![
+        Change::created(url, filter, None, secret.clone()),
+        Change::Configured(OptionsChange {
+            operational: Some(true),
+            ..OptionsChange::default()
+        }),
+    ];
+    let id = WebhookId::new();
+    engine
+        .ledger()
+        .commit(Commit {
+            changes: changes.into_iter().map(|c| (id, c)).collect(),
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    (rx, secret)
+}
+
+/// The request's `webhook-signature` holds the one the standardwebhooks crate computes for its
+/// id, timestamp and body (`verify` itself refuses a manual clock's timestamps as too old).
+fn signed_by(hit: &crate::ops_common::Hit, secret: &Secret) -> bool {
+    let header = |n: &str| hit.headers[n].to_str().unwrap().to_owned();
+    let ts: i64 = header("webhook-timestamp").parse().unwrap();
+    let expected = standardwebhooks::Webhook::new(&secret.expose())
+        .unwrap()
+        .sign(&header("webhook-id"), ts, &hit.body)
+        .unwrap();
+    header("webhook-signature")
+        .split(' ')
+        .any(|s| s == expected)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_failing_for_five_days_is_disabled_and_its_pending_deliveries_parked() {
     let (_dir, clock, engine, id, rx) = setup(usize::MAX).await;
+    let watcher = Watcher::new(engine.clone(), 4);
+    watcher.catch_up().await.unwrap();
+    let (ops_rx, ops_secret) = operational(&engine).await;
     publish(&engine, 1).await;
     publish(&engine, 2).await;
     for _ in 0..4 {
@@ -106,8 +149,25 @@ async fn a_webhook_failing_for_five_days_is_disabled_and_its_pending_deliveries_
     assert!(tried >= 3 && rx.hits().iter().all(|h| !h.ok), "{tried}");
     at(&engine, &clock, DAY - 60).await;
     assert!(active(&engine, id), "5 days minus a minute: still active");
+    watcher.catch_up().await.unwrap();
+    engine.drain().await;
+    assert_eq!(ops_rx.count(), 0, "nothing disabled yet");
     at(&engine, &clock, 60).await;
     assert!(!active(&engine, id), "at 5 days: disabled");
+    watcher.catch_up().await.unwrap();
+    engine.drain().await;
+    let hits = ops_rx.hits();
+    assert_eq!(hits.len(), 1, "one webhook.auto_disabled");
+    assert!(signed_by(&hits[0], &ops_secret));
+    let event: serde_json::Value = serde_json::from_slice(&hits[0].body).unwrap();
+    assert_eq!(event["type"], "webhook.auto_disabled", "{event}");
+    assert_eq!(event["data"]["webhook_id"], id.to_string(), "{event}");
+    let last_error = event["data"]["last_error"].as_str().unwrap();
+    assert!(last_error.starts_with("HTTP 500"), "{event}");
+    assert_eq!(
+        event["data"]["detail"]["first_failure"], "2026-01-01T00:00:00Z",
+        "{event}"
+    );
     let counts = engine.ledger().state().counts();
     assert_eq!((counts.pending, counts.parked), (0, 2), "{counts:?}");
     let rows = engine.ledger().reader().unwrap();

@@ -113,6 +113,26 @@ pub struct NewWebhook {
     rate_limit: Option<u32>,
     /// `parallel` (the default) or `fifo`: one delivery at a time, in publish order.
     ordering: Option<Ordering>,
+    /// `true`: receives hookledger's own events (`webhook.*`, `delivery.*`) instead of
+    /// published ones. Operator token only; default app only.
+    operational: Option<bool>,
+}
+
+/// `operational` may be set by the operator token only (403 naming the field), and only on
+/// a webhook of the default app (422), where hookledger's own events are published.
+fn check_operational(scope: &Scope, app: &crate::ids::AppUid, set: bool) -> ApiResult<()> {
+    scope.operator().map_err(|mut e| {
+        e.message = "`operational` needs the operator token, not an app's token".into();
+        e.field = Some("operational".into());
+        e
+    })?;
+    if set && !app.is_default() {
+        return Err(ApiError::invalid(
+            "operational",
+            "operational webhooks belong to the default app",
+        ));
+    }
+    Ok(())
 }
 
 /// `rate_limit`, at least 1.
@@ -148,6 +168,8 @@ pub struct WebhookView {
     /// Attempts per second at most (`null`: no limit).
     rate_limit: Option<u32>,
     ordering: Ordering,
+    /// Receives hookledger's own events instead of published ones.
+    operational: bool,
     created_at: Timestamp,
     updated_at: Timestamp,
 }
@@ -158,6 +180,7 @@ impl WebhookView {
         Self {
             rate_limit: options.rate_limit.map(|r| r.get()),
             ordering: options.ordering,
+            operational: options.operational,
             id: w.id,
             app: registry.app_of(&w.id).to_string(),
             payload_format: registry.format_of(&w.id),
@@ -191,10 +214,13 @@ async fn create_webhook(
         Some(s) => Secret::parse(s).map_err(|e| ApiError::invalid("secret", e.to_string()))?,
         None => Secret::generate(),
     };
+    if let Some(set) = req.operational {
+        check_operational(&scope, &scope.app(), set)?;
+    }
     let options = crate::registry::WebhookOptions {
         rate_limit: req.rate_limit.map(rate_limit).transpose()?,
         ordering: req.ordering.unwrap_or_default(),
-        operational: false,
+        operational: req.operational.unwrap_or(false),
     };
     let id = WebhookId::new();
     let change = Change::Created {
@@ -345,6 +371,8 @@ pub struct WebhookPatch {
     rate_limit: Option<Option<u32>>,
     /// `parallel` or `fifo`.
     ordering: Option<Ordering>,
+    /// Whether it receives hookledger's own events (operator token only).
+    operational: Option<bool>,
 }
 
 /// A field that is present (even as `null`) is `Some`; an absent one is `None` (`default`).
@@ -372,6 +400,16 @@ async fn patch_webhook(
     if let Some(types) = &patch.event_types {
         check_event_types(types)?;
     }
+    if let Some(set) = patch.operational {
+        let app = state
+            .engine
+            .ledger()
+            .shared()
+            .read_registry()
+            .app_of(&id)
+            .clone();
+        check_operational(&scope, &app, set)?;
+    }
     let options = OptionsChange {
         rate_limit: match patch.rate_limit {
             Some(Some(n)) => Some(Some(rate_limit(n)?)),
@@ -379,7 +417,7 @@ async fn patch_webhook(
             None => None,
         },
         ordering: patch.ordering,
-        operational: None,
+        operational: patch.operational,
     };
     let park = patch.active == Some(false);
     let change = Change::Updated {

@@ -1,5 +1,8 @@
 //! Publish: the event and its fan-out (one `enqueued` per matching webhook, the first
 //! `attempted` for those with a ticket) in one commit; test deliveries.
+//!
+//! Fan-out rule: a published event goes to ordinary webhooks only, an operational event
+//! ([`Engine::publish_operational`]) to operational webhooks only, whatever their filters say.
 
 use super::*;
 use crate::delivery::envelope::{EventBody, FORMAT_PAYLOAD};
@@ -9,7 +12,19 @@ use crate::ledger::record::to_micros;
 impl Engine {
     /// Stores the event and enqueues one delivery per matching active webhook, with its first
     /// `attempted` record, in one commit; then starts the first attempts.
+    /// Operational webhooks get none of them ([`crate::delivery::operational`]).
     pub async fn publish(self: &Arc<Self>, req: Publish) -> Result<Published> {
+        self.publish_to(req, false).await
+    }
+
+    /// Publishes one of hookledger's own events ([`crate::delivery::operational`]): like
+    /// [`Engine::publish`], but it fans out to the app's matching operational webhooks only.
+    pub async fn publish_operational(self: &Arc<Self>, req: Publish) -> Result<Published> {
+        self.publish_to(req, true).await
+    }
+
+    /// A publish to the matching webhooks whose `operational` option is `operational`.
+    async fn publish_to(self: &Arc<Self>, req: Publish, operational: bool) -> Result<Published> {
         let payload = serde_json::to_vec(&req.payload)
             .map_err(|e| LedgerError::Invalid(format!("payload: {e}")))?;
         let now = self.clock.now();
@@ -18,13 +33,14 @@ impl Engine {
             .unwrap_or_else(|| ProducerId::of_uuid(EventId::new()));
         let event_id = producer.key(&req.app);
         // Only the app's own webhooks are looked at (the registry's per-app index).
-        let webhooks: Vec<WebhookId> = self
-            .ledger
-            .shared()
-            .read_registry()
-            .matching(&req.app, &req.event_type)
-            .map(|w| w.id)
-            .collect();
+        let webhooks: Vec<WebhookId> = {
+            let registry = self.ledger.shared().read_registry();
+            registry
+                .matching(&req.app, &req.event_type)
+                .filter(|w| registry.options_of(&w.id).operational == operational)
+                .map(|w| w.id)
+                .collect()
+        };
         let mut attempting = Vec::with_capacity(webhooks.len());
         let mut first_attempts = Vec::with_capacity(webhooks.len());
         // The place of each FIFO webhook's `enqueued` record in the commit (see
