@@ -170,4 +170,11 @@ pub struct DeliveryFilter {
     pub webhooks: Option<Vec<WebhookId>>,
     pub event: Option<EventId>,
     pub state: Option<DeliveryState>,
+    /// Only deliveries whose `enqueued` record was recorded at or after this instant.
+    pub since: Option<Timestamp>,
+    /// Only deliveries whose `enqueued` record was recorded before this instant.
+    pub until: Option<Timestamp>,
+    /// List the latest enqueued first; the cursor then names the deliveries enqueued *before*
+    /// it (0: no cursor, start at the newest).
+    pub newest_first: bool,
 }

@@ -279,6 +279,9 @@ impl Store for AnyStore {
     fn delete_checkpoints(&mut self, seqs: &[u64]) -> Result<u64> {
         self.inner_mut().delete_checkpoints(seqs)
     }
+    fn attempt_stats(&self, query: &super::AttemptStatsQuery) -> Result<super::AttemptStats> {
+        self.inner().attempt_stats(query)
+    }
     fn producer_ids(&self, ids: &[EventId]) -> Result<std::collections::HashMap<EventId, String>> {
         self.inner().producer_ids(ids)
     }

@@ -297,4 +297,65 @@ pub trait Store: Send {
     /// Deletes every stored checkpoint at one of `seqs` (thinning: checkpoints are a cache, the
     /// one kind of row a store may delete), in one transaction; how many rows went.
     fn delete_checkpoints(&mut self, seqs: &[u64]) -> Result<u64>;
+
+    /// The attempts (`delivered` and `failed` records) of `query`'s webhooks recorded in its
+    /// window, aggregated in the database (the console's figures, `/v1/console/stats`).
+    fn attempt_stats(&self, query: &AttemptStatsQuery) -> Result<AttemptStats>;
+}
+
+/// Which attempts [`Store::attempt_stats`] aggregates: those recorded in `since..=until` (after
+/// `since`, up to and including `until`) of `webhooks` (every webhook when `None`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptStatsQuery {
+    pub webhooks: Option<Vec<crate::ids::WebhookId>>,
+    pub since: Timestamp,
+    pub until: Timestamp,
+    /// The per-minute series covers `minutes_since..=until` only.
+    pub minutes_since: Timestamp,
+}
+
+/// The upper bounds (exclusive, in ms) of the latency histogram's buckets; a last bucket holds
+/// every slower attempt.
+pub const LATENCY_BOUNDS_MS: [u32; 10] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+
+/// What [`Store::attempt_stats`] answers; every list is in a fixed order (by minute, by
+/// webhook then class, by webhook) so that both stores answer the same value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttemptStats {
+    /// (minute start in ms since the epoch, delivered, failed), minutes with attempts only.
+    pub per_minute: Vec<(i64, u64, u64)>,
+    /// (webhook, error class or `other`, failed attempts).
+    pub failure_classes: Vec<(crate::ids::WebhookId, String, u64)>,
+    pub webhooks: Vec<WebhookAttempts>,
+    /// Attempts with a duration per bucket of [`LATENCY_BOUNDS_MS`] (one more: the slowest).
+    pub latency_histogram: Vec<u64>,
+}
+
+/// One webhook's attempts in the window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookAttempts {
+    pub webhook_id: crate::ids::WebhookId,
+    pub attempts: u64,
+    pub delivered: u64,
+    /// Continuous percentiles of the attempts' durations (interpolated, as both databases'
+    /// `quantile_cont`/`percentile_cont` compute them).
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// The last failed attempt's time, in ms since the epoch.
+    pub last_failure_ms: Option<i64>,
+}
+
+/// The `CASE` that numbers a `duration_ms`'s bucket of [`LATENCY_BOUNDS_MS`] (same SQL on both
+/// stores).
+pub(crate) fn latency_bucket_sql() -> String {
+    let arms: Vec<String> = LATENCY_BOUNDS_MS
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("WHEN duration_ms < {b} THEN {i}"))
+        .collect();
+    format!(
+        "CASE {} ELSE {} END",
+        arms.join(" "),
+        LATENCY_BOUNDS_MS.len()
+    )
 }

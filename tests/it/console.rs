@@ -88,6 +88,7 @@ async fn the_console_signs_in_creates_a_webhook_follows_a_delivery_live_and_trav
     b.goto(&format!("{base}/")).await;
     b.text("#signin").await;
     b.screenshots("signin").await;
+    b.assert_keyboard_ready("sign-in").await;
     b.sign_in(&base, "not-the-token").await;
     b.text_where("#signin-status", |t| t.contains("Wrong token"))
         .await;
@@ -106,6 +107,7 @@ async fn the_console_signs_in_creates_a_webhook_follows_a_delivery_live_and_trav
     b.text_where("#webhooks", |t| t.contains("/ok/orders"))
         .await;
     b.screenshots("webhooks").await;
+    b.assert_keyboard_ready("webhooks").await;
     let (_, list) = get(&http, &format!("{base}/v1/webhooks")).await;
     let webhook = list["data"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(list["data"][0]["url"], format!("{receiver}/ok/orders"));
@@ -132,6 +134,25 @@ async fn the_console_signs_in_creates_a_webhook_follows_a_delivery_live_and_trav
         "no reload"
     );
     b.screenshots("overview").await;
+    b.assert_keyboard_ready("overview").await;
+
+    // Keyboard focus survives the 2 s refresh: a focused link of the webhooks table (redrawn
+    // by every refresh) is focused again once the table is redrawn.
+    let href = b
+        .js(
+            "const l = document.querySelector('#webhook-stats a'); l.focus(); \
+             l.dataset.old = '1'; return l.getAttribute('href')",
+        )
+        .await;
+    let href = href.as_str().unwrap().to_owned();
+    b.js_until(
+        &format!(
+            "const a = document.activeElement; return !!a && a.tagName === 'A' && \
+             a.getAttribute('href') === '{href}' && a.dataset.old === undefined"
+        ),
+        json!(true),
+    )
+    .await;
 
     // ... and in the list, where a second one appears while the list is open.
     b.click("a[href='#/deliveries']").await;
@@ -151,6 +172,40 @@ async fn the_console_signs_in_creates_a_webhook_follows_a_delivery_live_and_trav
         "no reload"
     );
     b.screenshots("deliveries").await;
+    b.assert_keyboard_ready("deliveries").await;
+
+    // Filtered by a window: enqueued since order-2's enqueue shows order-2 only; before it,
+    // order-1 only (times typed as RFC 3339 UTC; the page sends them as they are meant).
+    let (_, trail) = get(&http, &format!("{base}/v1/deliveries/{webhook}/order-2")).await;
+    let second = trail["records"][0]["recorded_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.fill("#f-since", &second).await;
+    b.click("#delivery-filters button[type=submit]").await;
+    b.text_where("#deliveries", |t| {
+        t.contains("order-2") && !t.contains("order-1")
+    })
+    .await;
+    b.fill("#f-since", "").await;
+    b.fill("#f-until", &second).await;
+    b.click("#delivery-filters button[type=submit]").await;
+    b.text_where("#deliveries", |t| {
+        t.contains("order-1") && !t.contains("order-2")
+    })
+    .await;
+    b.assert_no_console_errors("the main flow so far", &[])
+        .await;
+    b.fill("#f-until", "not a time").await;
+    b.click("#delivery-filters button[type=submit]").await;
+    b.text_where("#deliveries", |t| t.contains("(until)")).await;
+    b.click("a[href='#/deliveries']").await;
+    b.text_where("#deliveries", |t| {
+        t.contains("order-1") && t.contains("order-2")
+    })
+    .await;
+    // The refused time's 422 is the only console error on the way.
+    b.assert_no_console_errors("a refused time", &["422"]).await;
 
     // The timeline, the pretty body, and a redelivery's new records.
     b.click(&format!("a[href='#/delivery/{webhook}/order-1']"))
@@ -161,6 +216,7 @@ async fn the_console_signs_in_creates_a_webhook_follows_a_delivery_live_and_trav
     assert_eq!(body, "{\n  \"id\": 1\n}", "pretty-printed");
     b.text_where("#event-type", |t| t == "order.created").await;
     b.screenshots("delivery").await;
+    b.assert_keyboard_ready("delivery").await;
     b.click("#redeliver").await;
     b.text_where("#delivery-status", |t| t.contains("Requeued"))
         .await;
@@ -178,7 +234,32 @@ async fn the_console_signs_in_creates_a_webhook_follows_a_delivery_live_and_trav
     b.click("#rotate").await;
     let rotated = b.text_where("#secret", |t| t.starts_with("whsec_")).await;
     assert_ne!(rotated, secret);
+    // Its latest deliveries first, its latency histogram over the hour (order-1's two attempts
+    // and order-2's), its registry history with the rotation, and never a secret.
+    b.text_where("#webhook-deliveries tbody tr:first-child", |t| {
+        t.contains("order-2")
+    })
+    .await;
+    b.js_until(
+        "const c = document.getElementById('latency-histogram'); return c && c.dataset.total",
+        json!("3"),
+    )
+    .await;
+    b.text_where("#webhook-failure-classes", |t| {
+        t.contains("No failed attempts")
+    })
+    .await;
+    b.text_where("#history", |t| {
+        t.contains("created") && t.contains("secret_rotated")
+    })
+    .await;
+    let page = b.body_text().await;
+    assert!(
+        !page.contains(&secret),
+        "the first secret is not shown again"
+    );
     b.screenshots("webhook").await;
+    b.assert_keyboard_ready("webhook").await;
 
     // Time travel: before the publish the delivery is absent; now both are delivered.
     b.click("a[href='#/time']").await;
@@ -200,6 +281,7 @@ async fn the_console_signs_in_creates_a_webhook_follows_a_delivery_live_and_trav
     .await;
     b.text_where("#then-delivered", |t| t == "0").await;
     b.screenshots("time").await;
+    b.assert_keyboard_ready("time travel").await;
     b.assert_no_console_errors("the main flow", &[]).await;
 
     // Sign out: the sign-in page again, and the token is gone from the tab.

@@ -130,4 +130,80 @@ async fn the_console_is_public_with_its_headers_and_its_figures_are_scoped() {
     assert_eq!(body, json!({"app": "acme"}));
     let (status, _) = scoped(&apps[0].0, &format!("/v1/console/events/{}/e-1", apps[1].1)).await;
     assert_eq!(status, 404, "another app's event");
+
+    // One webhook's figures: its histogram and classes; another app's webhook as a missing one.
+    let one = format!("{stats_path}&webhook_id={}", apps[0].1);
+    let (status, mine) = scoped(&apps[0].0, &one).await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(mine["webhooks"].as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(mine["failure_classes"], json!({"status": 1}));
+    assert_eq!(mine["webhooks"][0]["failure_classes"], json!({"status": 1}));
+    let buckets = mine["latency_histogram"].as_array().unwrap();
+    assert_eq!(buckets.len(), 11, "{mine}");
+    assert_eq!(buckets[0]["from_ms"], 0);
+    assert_eq!(buckets[10]["under_ms"], Value::Null);
+    let counted: u64 = buckets
+        .iter()
+        .map(|b| b["attempts"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 1, "acme's one attempt: {mine}");
+    let theirs = format!("{stats_path}&webhook_id={}", apps[1].1);
+    assert_eq!(
+        scoped(&apps[0].0, &theirs).await.0,
+        404,
+        "another app's webhook"
+    );
+    let (_, op_one) = get(&http, &format!("{base}{theirs}")).await;
+    assert_eq!(op_one["failure_classes"], json!({}), "{op_one}");
+
+    // The registry history: the app's own webhook, never a secret; another app's is missing.
+    let history = format!("/v1/webhooks/{}/history", apps[0].1);
+    let (status, h) = scoped(&apps[0].0, &history).await;
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(h["data"][0]["kind"], "created", "{h}");
+    assert!(h["data"][0]["url"].as_str().unwrap().ends_with("/hostile"));
+    let text = h.to_string();
+    assert!(
+        !text.contains("secret\"") && !text.contains("whsec_"),
+        "{text}"
+    );
+    let theirs = format!("/v1/webhooks/{}/history", apps[1].1);
+    assert_eq!(
+        scoped(&apps[0].0, &theirs).await.0,
+        404,
+        "another app's history"
+    );
+    assert_eq!(
+        get(&http, &format!("{base}{theirs}")).await.0,
+        200,
+        "the operator's"
+    );
+    let r = http.get(format!("{base}{history}")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the history needs a token");
+
+    // The deliveries' window: bad values and an inverted window are refused naming the field.
+    for (q, field) in [
+        ("since=yesterday", "since"),
+        ("until=2026-13-01T00:00:00Z", "until"),
+        (
+            "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
+            "since",
+        ),
+        ("order=random", "order"),
+    ] {
+        let (status, e) = get(&http, &format!("{base}/v1/deliveries?{q}")).await;
+        assert_eq!(
+            (status, e["error"]["field"].clone()),
+            (422, json!(field)),
+            "{q}: {e}"
+        );
+    }
+    let (_, page) = get(&http, &format!("{base}/v1/deliveries?order=newest&limit=1")).await;
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (status, e) = get(&http, &format!("{base}/v1/deliveries?cursor={cursor}")).await;
+    assert_eq!(
+        (status, e["error"]["field"].clone()),
+        (422, json!("cursor")),
+        "another order's cursor"
+    );
 }

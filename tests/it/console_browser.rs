@@ -182,10 +182,21 @@ impl Browser {
             .at_most(BOUND)
             .for_element(Locator::Css(css))
             .await;
-        el.unwrap_or_else(|e| panic!("no `{css}`: {e}"))
-            .click()
-            .await
-            .unwrap();
+        let mut el = el.unwrap_or_else(|e| panic!("no `{css}`: {e}"));
+        // A refresh may redraw the element between finding and clicking it: find it again.
+        let started = Instant::now();
+        loop {
+            match el.click().await {
+                Ok(()) => return,
+                Err(e) if e.is_stale_element_reference() && started.elapsed() < BOUND => {
+                    tokio::time::sleep(POLL).await;
+                    if let Ok(again) = self.client.find(Locator::Css(css)).await {
+                        el = again;
+                    }
+                }
+                Err(e) => panic!("click `{css}`: {e}"),
+            }
+        }
     }
 
     pub async fn fill(&self, css: &str, value: &str) {
@@ -203,6 +214,48 @@ impl Browser {
     /// Runs `script` in the page (WebDriver's execute is not subject to the page's CSP).
     pub async fn js(&self, script: &str) -> Value {
         self.client.execute(script, vec![]).await.unwrap()
+    }
+
+    /// Waits until `script` answers `expected`.
+    pub async fn js_until(&self, script: &str, expected: Value) {
+        let started = Instant::now();
+        loop {
+            let got = self.js(script).await;
+            if got == expected {
+                return;
+            }
+            if started.elapsed() > BOUND {
+                let page = self.body_text().await;
+                panic!("`{script}` answered {got}, never {expected}\npage:\n{page}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Every input and select on the page has a label, and no link, button or field is taken
+    /// out of the keyboard's tab order.
+    pub async fn assert_keyboard_ready(&self, page: &str) {
+        let unlabelled = self
+            .js(
+                "return [...document.querySelectorAll('input, select, textarea')] \
+                 .filter((e) => e.labels.length === 0 && !e.getAttribute('aria-label')) \
+                 .map((e) => e.id || e.name)",
+            )
+            .await;
+        assert_eq!(
+            unlabelled,
+            Value::Array(vec![]),
+            "{page}: unlabelled fields"
+        );
+        let untabbable = self
+            .js("return [...document.querySelectorAll('a[href], button, input, select, textarea')] \
+                 .filter((e) => e.tabIndex < 0).map((e) => e.id || e.textContent)")
+            .await;
+        assert_eq!(
+            untabbable,
+            Value::Array(vec![]),
+            "{page}: out of the tab order"
+        );
     }
 
     /// The browser console's entries since the last call.

@@ -87,7 +87,17 @@ async fn a_scoped_session_sees_only_its_own_app() {
     b.click(&format!("a[href='#/webhook/{acme_hook}']")).await;
     b.text_where("#webhook-deliveries", |t| t.contains(&acme_event))
         .await;
+    b.text_where("#history", |t| {
+        t.contains("created") && t.contains(&acme_url)
+    })
+    .await;
+    b.js_until(
+        "const c = document.getElementById('latency-histogram'); return c && c.dataset.total",
+        json!("1"),
+    )
+    .await;
     leaks(&b.body_text().await);
+    b.screenshots("scoped-webhook").await;
     b.click(&format!("a[href='#/delivery/{acme_hook}/{acme_event}']"))
         .await;
     b.text_where("#delivery-state", |t| t == "delivered").await;

@@ -15,6 +15,7 @@ mod console;
 mod console_api;
 mod console_browser;
 mod console_scoped;
+mod console_store;
 mod crash_cycles;
 mod durability;
 mod engine;

@@ -1,14 +1,15 @@
 //! `/v1/console/...`: the read-only figures the console (`crate::console`) needs that the
 //! resource routes do not answer: who the token is (`/console/session`), attempts per minute,
-//! per-webhook success rate and latency percentiles and failure classes over a window
-//! (`/console/stats`), and the event a delivery carries (`/console/events/{webhook_id}/{event_id}`).
+//! per-webhook success rate and latency percentiles and failure classes, and the latency
+//! histogram, over a window, for every webhook the token sees or one (`/console/stats`), and the event a delivery carries (`/console/events/{webhook_id}/{event_id}`).
 //!
 //! Invariants: nothing here writes; every answer is app-aware like the routes it sits beside (a
 //! scoped token's figures are its own app's webhooks only, another app's event answers 404 as a
-//! missing one does), and the figures are aggregated in DuckDB over the window's records only,
-//! never by loading the ledger.
+//! missing one does), and the figures are aggregated by the store (DuckDB or PostgreSQL,
+//! [`Store::attempt_stats`]) over the window's records of those webhooks only, never by loading
+//! the ledger.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use aide::axum::routing::get_with;
 use aide::axum::ApiRouter;
@@ -17,7 +18,7 @@ use chrono::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{blocking, parse_id, timestamp, ApiResult, Refusals};
+use super::{blocking, optional_id, parse_id, timestamp, ApiResult, Refusals};
 use crate::api::error::ApiError;
 use crate::api::extract::{Path, Query};
 use crate::api::openapi::SortedJson;
@@ -25,7 +26,7 @@ use crate::api::scope::Scope;
 use crate::api::AppState;
 use crate::ids::{ProducerId, WebhookId};
 use crate::ledger::record::Timestamp;
-use crate::store::Store;
+use crate::store::{AttemptStats, AttemptStatsQuery, Store, LATENCY_BOUNDS_MS};
 
 pub fn routes() -> ApiRouter<AppState> {
     ApiRouter::new()
@@ -41,7 +42,8 @@ pub fn routes() -> ApiRouter<AppState> {
                 op.summary("Attempts per minute, failure classes and per-webhook latency")
                     .description(
                         "Over the `window` (hour, day or week) ending at `until` (the ledger's \
-                         head when absent); the per-minute series covers the last hour.",
+                         head when absent), of every webhook the token sees or of `webhook_id`; \
+                         the per-minute series covers the last hour.",
                     )
                     .refuses(&[404, 422])
             }),
@@ -84,6 +86,9 @@ pub struct StatsQuery {
     /// The window's end (RFC 3339); the ledger head's commit time when absent.
     #[schemars(with = "Option<Timestamp>")]
     until: Option<String>,
+    /// Only this webhook's attempts (one the token may see).
+    #[schemars(with = "Option<uuid::Uuid>")]
+    webhook_id: Option<String>,
 }
 
 /// One minute's attempts.
@@ -107,6 +112,17 @@ pub struct WebhookStats {
     p99_ms: Option<f64>,
     /// The last failed attempt in the window, in milliseconds since the epoch.
     last_failure_ms: Option<i64>,
+    /// Its failed attempts in the window by error class.
+    failure_classes: BTreeMap<String, u64>,
+}
+
+/// One bucket of the latency histogram: attempts that took `from_ms` up to `under_ms`.
+#[derive(Serialize, JsonSchema)]
+pub struct Bucket {
+    from_ms: u32,
+    /// Exclusive; null for the last bucket (every slower attempt).
+    under_ms: Option<u32>,
+    attempts: u64,
 }
 
 /// The console's figures.
@@ -119,6 +135,8 @@ pub struct Stats {
     /// Failed attempts in the window by error class.
     failure_classes: BTreeMap<String, u64>,
     webhooks: Vec<WebhookStats>,
+    /// The window's attempts by duration.
+    latency_histogram: Vec<Bucket>,
 }
 
 async fn stats(
@@ -144,123 +162,97 @@ async fn stats(
     if until.is_some_and(|t| t.timestamp() < 0) {
         return Err(ApiError::invalid("until", "must not be before 1970"));
     }
-    let mine: Option<HashSet<String>> = scope.filter(&state, q.app.as_deref())?.map(|app| {
-        let registry = state.engine.ledger().shared().read_registry();
-        registry.of_app(&app).map(|w| w.id.to_string()).collect()
-    });
+    let webhook = optional_id("webhook_id", q.webhook_id.as_deref())?.map(WebhookId);
+    let app = scope.filter(&state, q.app.as_deref())?;
+    let webhooks: Option<Vec<WebhookId>> = match webhook {
+        Some(w) => {
+            super::deliveries::check_webhook(&state, &scope, w)?;
+            Some(vec![w])
+        }
+        None => app.map(|app| {
+            let registry = state.engine.ledger().shared().read_registry();
+            registry.of_app(&app).map(|w| w.id).collect()
+        }),
+    };
     let ledger = state.engine.ledger().clone();
     let stats = blocking(move || {
         let until = match until {
             Some(t) => t,
             None => ledger.head()?.committed_at.unwrap_or_default(),
         };
-        let reader = ledger.reader()?;
-        query_stats(reader.connection()?, until, span, mine.as_ref())
-            .map_err(|e| crate::LedgerError::Invalid(format!("console stats: {e}")))
+        let since = until - span;
+        let query = AttemptStatsQuery {
+            webhooks,
+            since,
+            until,
+            minutes_since: until - Duration::hours(1),
+        };
+        Ok(figures(
+            since,
+            until,
+            ledger.reader()?.attempt_stats(&query)?,
+        ))
     })
     .await?;
     Ok(SortedJson(stats))
 }
 
-/// The window's figures from DuckDB, keeping only `mine`'s webhooks when given.
-fn query_stats(
-    conn: &duckdb::Connection,
-    until: Timestamp,
-    span: Duration,
-    mine: Option<&HashSet<String>>,
-) -> duckdb::Result<Stats> {
-    let keep = |w: &String| mine.is_none_or(|m| m.contains(w));
-    let since = until - span;
-    let (from, to) = (since.naive_utc(), until.naive_utc());
-    let hour = (until - Duration::hours(1)).naive_utc();
-    let mut minutes: BTreeMap<i64, Minute> = BTreeMap::new();
-    let mut stmt = conn.prepare(
-        "SELECT webhook_id::VARCHAR, epoch_ms(date_trunc('minute', recorded_at)), \
-         kind = 'delivered', count(*) FROM webhook_deliveries \
-         WHERE kind IN ('delivered', 'failed') AND recorded_at > ? AND recorded_at <= ? \
-         GROUP BY ALL",
-    )?;
-    let rows = stmt.query_map(duckdb::params![hour, to], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, bool>(2)?,
-            r.get::<_, i64>(3)?,
-        ))
-    })?;
-    for row in rows {
-        let (webhook, minute_ms, ok, n) = row?;
-        if !keep(&webhook) {
-            continue;
-        }
-        let m = minutes.entry(minute_ms).or_insert(Minute {
-            minute_ms,
-            ..Minute::default()
-        });
-        let n = u64::try_from(n).unwrap_or(0);
-        if ok {
-            m.delivered += n;
-        } else {
-            m.failed += n;
-        }
-    }
+/// The route's answer from the store's aggregates.
+fn figures(since: Timestamp, until: Timestamp, a: AttemptStats) -> Stats {
     let mut failure_classes = BTreeMap::new();
-    let mut stmt = conn.prepare(
-        "SELECT webhook_id::VARCHAR, coalesce(error_class, 'other'), count(*) \
-         FROM webhook_deliveries WHERE kind = 'failed' AND recorded_at > ? AND recorded_at <= ? \
-         GROUP BY ALL",
-    )?;
-    let rows = stmt.query_map(duckdb::params![from, to], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (webhook, class, n) = row?;
-        if keep(&webhook) {
-            *failure_classes.entry(class).or_insert(0) += u64::try_from(n).unwrap_or(0);
-        }
+    let mut per_webhook: BTreeMap<WebhookId, BTreeMap<String, u64>> = BTreeMap::new();
+    for (webhook, class, n) in a.failure_classes {
+        *failure_classes.entry(class.clone()).or_insert(0) += n;
+        *per_webhook
+            .entry(webhook)
+            .or_default()
+            .entry(class)
+            .or_insert(0) += n;
     }
-    let mut stmt = conn.prepare(
-        "SELECT webhook_id::VARCHAR, count(*), count(*) FILTER (WHERE kind = 'delivered'), \
-         quantile_cont(duration_ms, 0.5), quantile_cont(duration_ms, 0.99), \
-         epoch_ms(max(recorded_at) FILTER (WHERE kind = 'failed')) \
-         FROM webhook_deliveries WHERE kind IN ('delivered', 'failed') \
-         AND recorded_at > ? AND recorded_at <= ? GROUP BY 1 ORDER BY 1",
-    )?;
-    let rows = stmt.query_map(duckdb::params![from, to], |r| {
-        let attempts = u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
-        let delivered = u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0);
-        Ok(WebhookStats {
-            webhook_id: r.get(0)?,
-            attempts,
-            delivered,
-            success_rate: if attempts == 0 {
+    let webhooks = a
+        .webhooks
+        .into_iter()
+        .map(|w| WebhookStats {
+            webhook_id: w.webhook_id.to_string(),
+            attempts: w.attempts,
+            delivered: w.delivered,
+            success_rate: if w.attempts == 0 {
                 0.0
             } else {
-                delivered as f64 / attempts as f64
+                w.delivered as f64 / w.attempts as f64
             },
-            p50_ms: r.get(3)?,
-            p99_ms: r.get(4)?,
-            last_failure_ms: r.get(5)?,
+            p50_ms: w.p50_ms,
+            p99_ms: w.p99_ms,
+            last_failure_ms: w.last_failure_ms,
+            failure_classes: per_webhook.remove(&w.webhook_id).unwrap_or_default(),
         })
-    })?;
-    let mut webhooks = Vec::new();
-    for row in rows {
-        let w = row?;
-        if keep(&w.webhook_id) {
-            webhooks.push(w);
-        }
-    }
-    Ok(Stats {
+        .collect();
+    let latency_histogram = a
+        .latency_histogram
+        .into_iter()
+        .enumerate()
+        .map(|(i, attempts)| Bucket {
+            from_ms: i.checked_sub(1).map_or(0, |p| LATENCY_BOUNDS_MS[p]),
+            under_ms: LATENCY_BOUNDS_MS.get(i).copied(),
+            attempts,
+        })
+        .collect();
+    Stats {
         since,
         until,
-        per_minute: minutes.into_values().collect(),
+        per_minute: a
+            .per_minute
+            .into_iter()
+            .map(|(minute_ms, delivered, failed)| Minute {
+                minute_ms,
+                delivered,
+                failed,
+            })
+            .collect(),
         failure_classes,
         webhooks,
-    })
+        latency_histogram,
+    }
 }
 
 #[derive(Deserialize, JsonSchema)]

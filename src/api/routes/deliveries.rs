@@ -10,14 +10,14 @@ use axum::http::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{blocking, optional_id, page_limit, parse_id, ApiResult, Refusals};
+use super::{blocking, optional_id, page_limit, parse_id, timestamp, ApiResult, Refusals};
 use crate::api::error::ApiError;
 use crate::api::extract::{Path, Query};
 use crate::api::openapi::SortedJson;
 use crate::api::scope::Scope;
 use crate::api::AppState;
 use crate::ids::{AppUid, DeliveryKey, EventId, ProducerId, WebhookId};
-use crate::ledger::record::Record;
+use crate::ledger::record::{Record, Timestamp};
 use crate::ledger::view::{DeliveryFilter, DeliveryState, DeliverySummary};
 use crate::store::Store;
 
@@ -184,8 +184,17 @@ pub struct DeliveriesQuery {
     /// 1 to 1,000; 100 when absent.
     #[schemars(range(min = 1, max = 1000))]
     limit: Option<usize>,
-    /// A previous page's `next_cursor`.
+    /// A previous page's `next_cursor` (of a listing in the same `order`).
     cursor: Option<String>,
+    /// Only deliveries enqueued at or after this instant (RFC 3339).
+    #[schemars(with = "Option<Timestamp>")]
+    since: Option<String>,
+    /// Only deliveries enqueued before this instant (RFC 3339); not before `since`.
+    #[schemars(with = "Option<Timestamp>")]
+    until: Option<String>,
+    /// `oldest` (default: in the order they were enqueued) or `newest` (the latest first).
+    #[schemars(regex(pattern = r"^(oldest|newest)$"))]
+    order: Option<String>,
 }
 
 /// One delivery as listed.
@@ -207,8 +216,9 @@ pub struct DeliveriesPage {
     next_cursor: Option<String>,
 }
 
-/// Live and finished deliveries in the order they were enqueued, filtered by app, webhook,
-/// event or state; pass the answer's `next_cursor` back as `cursor` for the next page.
+/// Live and finished deliveries in the order they were enqueued (or the latest first), filtered
+/// by app, webhook, event, state or the window they were enqueued in; pass the answer's
+/// `next_cursor` back as `cursor` for the next page.
 async fn list_deliveries(
     State(state): State<AppState>,
     scope: Scope,
@@ -239,10 +249,22 @@ async fn list_deliveries(
         let registry = state.engine.ledger().shared().read_registry();
         registry.of_app(app).map(|w| w.id).collect::<Vec<_>>()
     });
+    let (since, until) = window(q.since.as_deref(), q.until.as_deref())?;
+    let newest_first = match q.order.as_deref() {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(other) => {
+            let message = format!("`{other}` is not oldest or newest");
+            return Err(ApiError::invalid("order", message));
+        }
+    };
     let filter = DeliveryFilter {
         webhook,
         webhooks,
         event,
+        since,
+        until,
+        newest_first,
         state: q
             .state
             .as_deref()
@@ -256,7 +278,11 @@ async fn list_deliveries(
             })
             .transpose()?,
     };
-    let after = q.cursor.as_deref().map(cursor::decode).transpose()?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| cursor::decode(c, newest_first))
+        .transpose()?;
     let reader = state.engine.ledger().reader()?;
     let (rows, producers) = blocking(move || {
         let rows = reader.deliveries(filter, after.unwrap_or(0), limit)?;
@@ -265,7 +291,10 @@ async fn list_deliveries(
     })
     .await?;
     let next = (rows.len() == limit)
-        .then(|| rows.last().map(|r| cursor::encode(r.enqueued_seq)))
+        .then(|| {
+            rows.last()
+                .map(|r| cursor::encode(r.enqueued_seq, newest_first))
+        })
         .flatten();
     let registry = state.engine.ledger().shared().read_registry();
     let data = rows
@@ -285,6 +314,21 @@ async fn list_deliveries(
     }))
 }
 
+/// The `since`/`until` window of a listing: each an RFC 3339 instant, `since` not after `until`.
+fn window(
+    since: Option<&str>,
+    until: Option<&str>,
+) -> ApiResult<(Option<Timestamp>, Option<Timestamp>)> {
+    let since = since.map(|s| timestamp("since", s)).transpose()?;
+    let until = until.map(|s| timestamp("until", s)).transpose()?;
+    if let (Some(s), Some(u)) = (since, until) {
+        if s > u {
+            return Err(ApiError::invalid("since", "must not be after `until`"));
+        }
+    }
+    Ok((since, until))
+}
+
 /// 404 for a `webhook_id` filter naming another app's webhook than the request may see (the
 /// operator's unscoped view answers an empty page for an unknown one, as before apps).
 pub(super) fn check_webhook(state: &AppState, scope: &Scope, webhook: WebhookId) -> ApiResult<()> {
@@ -297,25 +341,36 @@ pub(super) fn check_webhook(state: &AppState, scope: &Scope, webhook: WebhookId)
     }
 }
 
-/// The opaque `cursor` of `GET /v1/deliveries`: the last listed delivery's `enqueued` seq.
+/// The opaque `cursor` of `GET /v1/deliveries`: the last listed delivery's `enqueued` seq, and
+/// the order it was listed in (a cursor of one order is refused in the other).
 mod cursor {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
 
     use super::ApiError;
 
-    const PREFIX: &str = "enq:";
+    const OLDEST: &str = "enq:";
+    const NEWEST: &str = "enq-before:";
 
-    pub fn encode(enqueued_seq: u64) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{PREFIX}{enqueued_seq}"))
+    fn prefix(newest_first: bool) -> &'static str {
+        if newest_first {
+            NEWEST
+        } else {
+            OLDEST
+        }
     }
 
-    pub fn decode(cursor: &str) -> Result<u64, ApiError> {
+    pub fn encode(enqueued_seq: u64, newest_first: bool) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}{enqueued_seq}", prefix(newest_first)))
+    }
+
+    pub fn decode(cursor: &str, newest_first: bool) -> Result<u64, ApiError> {
         URL_SAFE_NO_PAD
             .decode(cursor)
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
-            .and_then(|s| s.strip_prefix(PREFIX)?.parse().ok())
+            .and_then(|s| s.strip_prefix(prefix(newest_first))?.parse().ok())
+            .filter(|&seq| !newest_first || seq > 0)
             .ok_or_else(|| {
                 ApiError::invalid(
                     "cursor",

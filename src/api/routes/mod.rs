@@ -1,5 +1,6 @@
 //! The routes, one file per resource, mirroring the URLs: [`apps`] (`/v1/apps...`: apps and
-//! their tokens), [`webhooks`] (`/v1/webhooks...`),
+//! their tokens), [`webhooks`] (`/v1/webhooks...`), [`webhook_history`]
+//! (`/v1/webhooks/{id}/history`: a webhook's registry changes),
 //! [`events`] (`/v1/events`), [`deliveries`] (`/v1/deliveries...`), [`ledger`] (`/v1/state`,
 //! `/v1/ledger`, `/v1/ledger/head`, `/v1/verify`), [`event_body`] (`/v1/events/{id}/body`:
 //! erasure), [`whatif`] (`/v1/whatif`), [`sql`] (`/v1/sql`), [`console_stats`]
@@ -30,6 +31,7 @@ mod events;
 mod ledger;
 pub mod service;
 mod sql;
+mod webhook_history;
 mod webhooks;
 mod whatif;
 
@@ -61,6 +63,7 @@ pub fn v1() -> ApiRouter<AppState> {
 fn app_resources() -> ApiRouter<AppState> {
     ApiRouter::new()
         .merge(webhooks::routes())
+        .merge(webhook_history::routes())
         .merge(events::routes())
         .merge(event_body::routes())
         .merge(deliveries::routes())

@@ -1,8 +1,9 @@
 // The console's shell: sign-in, the top bar, the hash router and the live refresh. Each page
 // module exports `render(main, ctx, params)` and may return a `refresh()` that the shell calls
-// every few seconds while the page is open (polling; no reload).
+// every few seconds while the page is open (polling; no reload), keeping the keyboard focus
+// where it was (`keepingFocus`).
 import { api, get, session, whenUnauthorized } from "./api.js";
-import { h, replace, field, message } from "./dom.js";
+import { h, replace, field, message, keepingFocus } from "./dom.js";
 import * as overview from "./overview.js";
 import * as deliveries from "./deliveries.js";
 import * as webhooks from "./webhooks.js";
@@ -93,7 +94,7 @@ async function route() {
   timer = setInterval(async () => {
     if (mine !== rendering || document.hidden || busy) return;
     busy = true;
-    try { await refresh(); } catch (e) { console.warn("refresh failed:", e.message); }
+    try { await keepingFocus(main, refresh); } catch (e) { console.warn("refresh failed:", e.message); }
     busy = false;
   }, REFRESH_MS);
 }

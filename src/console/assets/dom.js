@@ -70,3 +70,24 @@ export async function guarded(where, f) {
     return undefined;
   }
 }
+
+// Runs `f` (which may redraw parts of `root`) and gives the focus back to the element that had
+// it, or to its redrawn twin (same id, or a link to the same place), so that a refresh never
+// takes the keyboard user's place away.
+export async function keepingFocus(root, f) {
+  const had = document.activeElement;
+  const key = had && had !== document.body && root.contains(had) ? focusKey(had) : null;
+  try { return await f(); } finally {
+    if (key && !had.isConnected) {
+      const twin = root.querySelector(key);
+      if (twin) twin.focus({ preventScroll: true });
+    }
+  }
+}
+
+function focusKey(el) {
+  if (el.id) return `#${CSS.escape(el.id)}`;
+  const href = el.getAttribute("href");
+  if (href) return `${el.tagName.toLowerCase()}[href="${CSS.escape(href)}"]`;
+  return null;
+}

@@ -8,7 +8,7 @@ import { h, replace, when, table, field, guarded, message } from "./dom.js";
 const STATES = ["pending", "in_attempt", "delivered", "dead", "parked"];
 const SVG = "http://www.w3.org/2000/svg";
 
-function svg(tag, attrs, ...children) {
+export function svg(tag, attrs, ...children) {
   const el = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
   for (const c of children) el.appendChild(typeof c === "string" ? document.createTextNode(c) : c);

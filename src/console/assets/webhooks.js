@@ -1,9 +1,51 @@
 // Webhooks: the list with a create form (the new secret is shown once, with a copy button),
 // and one webhook's page: edit its URL, filters and description, deactivate it, rotate its
-// secret, send a test event, recover dead and parked deliveries in a window, and its recent
-// deliveries.
+// secret, send a test event, recover dead and parked deliveries in a window; its latest
+// deliveries (newest first, paged by cursor), its latency histogram and failure classes over a
+// chosen window, and its registry history (never a secret).
 import { api, get, query, enc } from "./api.js";
 import { h, replace, when, table, field, message, link, deliveryHref, guarded } from "./dom.js";
+import { pager } from "./deliveries.js";
+import { svg } from "./overview.js";
+
+const PAGE = 25;
+
+// The latency histogram: one bar per duration bucket (an SVG drawn here), its counts in the
+// bars' titles and in `data-total`.
+export function histogram(buckets) {
+  const [W, H, pad] = [600, 140, 20];
+  const top = Math.max(1, ...buckets.map((b) => b.attempts));
+  const bw = (W - pad) / buckets.length;
+  const total = buckets.reduce((a, b) => a + b.attempts, 0);
+  const name = (b) => (b.under_ms == null ? `≥ ${b.from_ms} ms` : `< ${b.under_ms} ms`);
+  const short = (ms) => (ms >= 1000 ? `${ms / 1000}s` : `${ms}`);
+  const label = (b) => (b.under_ms == null ? `≥${short(b.from_ms)}` : `<${short(b.under_ms)}`);
+  const bars = buckets.flatMap((b, i) => {
+    const x = pad + i * bw;
+    const hgt = (b.attempts / top) * (H - 2 * pad);
+    return [
+      svg("rect", { class: "ok", x, y: H - pad - hgt, width: bw - 2, height: hgt },
+        svg("title", {}, `${name(b)}: ${b.attempts} attempts`)),
+      svg("text", { x, y: H - 4 }, label(b)),
+    ];
+  });
+  return svg("svg", { class: "chart", id: "latency-histogram", viewBox: `0 0 ${W} ${H}`, role: "img",
+    "aria-label": `Attempt durations: ${total} attempts`, "data-total": total },
+  svg("text", { x: pad, y: 12 }, `max ${top} attempts`), ...bars);
+}
+
+// What a registry change set, as text (never a secret: the API does not answer one).
+function whatChanged(c) {
+  const parts = [];
+  if (c.url != null) parts.push(`url ${c.url}`);
+  if (c.event_types != null) parts.push(`event types ${c.event_types.join(", ") || "all"}`);
+  if (c.description != null) parts.push(`description ${c.description}`);
+  if (c.active != null) parts.push(c.active ? "active" : "inactive");
+  if (c.payload_format != null) parts.push(`payload ${c.payload_format}`);
+  if (c.previous_secret_until != null) parts.push(["previous secret signs until ", when(c.previous_secret_until)]);
+  if (c.details != null) parts.push(c.details);
+  return parts.flatMap((p, i) => (i ? ["; ", p] : [p]));
+}
 
 const types = (s) => s.split(",").map((t) => t.trim()).filter(Boolean);
 
@@ -98,11 +140,19 @@ export async function renderOne(main, ctx, id) {
     } catch (e) { replace(status, message("error", e.message)); }
   });
   const recent = h("div", { id: "webhook-deliveries" });
+  const pages = pager("webhook-deliveries", () => loadRecent());
+  const latency = h("div", { id: "latency" });
+  const classes = h("div", { id: "webhook-failure-classes" });
+  const history = h("div", { id: "history" });
+  const choose = h("select", { id: "webhook-window", name: "window" },
+    ["hour", "day", "week"].map((v) => h("option", { value: v }, v)));
+  choose.addEventListener("change", () => loadStats());
   replace(main, h("h1", {}, "Webhook ", h("code", {}, w.id)), info, status,
     h("div", { class: "actions" },
       act("Rotate secret", "rotate", async () => {
         const r = await api("POST", `${base}/rotate-secret`);
         replace(status, secretBox("The new signing secret", r.secret));
+        await loadHistory();
       }), " ",
       act("Send test event", "send-test", async () => {
         const r = await api("POST", `${base}/test`);
@@ -114,17 +164,40 @@ export async function renderOne(main, ctx, id) {
         await api("DELETE", base);
         show(await get(base));
         replace(status, message("notice", "Deactivated."));
+        await loadHistory();
       })),
-    h("h2", {}, "Edit"), edit, h("h2", {}, "Recover"), recover,
-    h("h2", {}, "Deliveries (first 25 in enqueue order)"), recent);
+    h("h2", {}, "Latest deliveries"), recent, pages.nav,
+    h("h2", {}, "Attempts"), field("Window", choose), latency, classes,
+    h("h2", {}, "Registry history"), history,
+    h("h2", {}, "Edit"), edit, h("h2", {}, "Recover"), recover);
   async function loadRecent() {
-    const page = await guarded(recent, () => get(`/v1/deliveries${query({ webhook_id: id, limit: 25 })}`));
+    const q = query({ webhook_id: id, limit: PAGE, order: "newest", cursor: pages.cursor() });
+    const page = await guarded(recent, () => get(`/v1/deliveries${q}`));
     if (!page) return;
     replace(recent, page.data.length === 0 ? h("p", {}, "No deliveries.") :
-      table("Deliveries of this webhook", ["Event", "State", "Attempts", "Last status", "Updated"],
+      table("Latest deliveries of this webhook", ["Event", "State", "Attempts", "Last status", "Enqueued seq", "Updated"],
         page.data.map((d) => [link(deliveryHref(d.webhook_id, d.event_id), d.event_id), d.state,
-          String(d.attempts), d.last_status ?? d.last_error_class ?? "—", when(d.updated_at)])));
+          String(d.attempts), d.last_status ?? d.last_error_class ?? "—", String(d.enqueued_seq),
+          when(d.updated_at)])));
+    pages.shown(page.next_cursor);
   }
-  await loadRecent();
-  return loadRecent;
+  async function loadStats() {
+    const q = query({ webhook_id: id, window: choose.value, until: new Date().toISOString() });
+    const stats = await guarded(latency, () => get(`/v1/console/stats${q}`));
+    if (!stats) return;
+    replace(latency, histogram(stats.latency_histogram));
+    const fc = Object.entries(stats.failure_classes);
+    replace(classes, fc.length === 0 ? h("p", {}, `No failed attempts in the last ${choose.value}.`) :
+      table("Failure classes of this webhook", ["Class", "Failed attempts"], fc.map(([c, n]) => [c, String(n)])));
+  }
+  async function loadHistory() {
+    const data = await guarded(history, () => get(`${base}/history${query({ limit: 100 })}`));
+    if (!data) return;
+    replace(history, table("Registry history", ["Seq", "Time", "Change", "What it set", "Reason"],
+      data.data.map((c) => [String(c.seq), when(c.recorded_at), c.kind, whatChanged(c), c.reason ?? ""])),
+    data.next_cursor ? h("p", {}, "(the first 100 changes)") : null);
+  }
+  const refresh = async () => { await loadRecent(); await loadStats(); await loadHistory(); };
+  await refresh();
+  return refresh;
 }

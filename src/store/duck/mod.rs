@@ -31,6 +31,7 @@ mod migrate;
 mod positions;
 mod producers;
 mod scan;
+mod stats;
 mod summaries;
 
 use buckets::Buckets;
@@ -710,6 +711,10 @@ impl Store for DuckStore {
 
     fn delete_checkpoints(&mut self, seqs: &[u64]) -> Result<u64> {
         positions::delete_checkpoints(&self.conn, seqs)
+    }
+
+    fn attempt_stats(&self, query: &super::AttemptStatsQuery) -> Result<super::AttemptStats> {
+        stats::attempt_stats(&self.conn, query)
     }
 
     // One process writes a DuckDB file: no commit lock, nothing to catch up, no leases.

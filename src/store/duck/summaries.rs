@@ -1,6 +1,7 @@
 //! `GET /v1/deliveries` in SQL: each delivery summarised from its records (state after its last
 //! record, attempts, due time, last status), listed in the order of their `enqueued` records so
-//! that a cursor (the last `enqueued_seq` seen) is stable while the log grows.
+//! that a cursor (the last `enqueued_seq` seen) is stable while the log grows (oldest first, or
+//! newest first with the cursor as an upper bound), optionally only those enqueued in a window.
 
 use duckdb::{params, Connection};
 use uuid::Uuid;
@@ -38,17 +39,24 @@ pub(super) fn deliveries(
              FROM webhook_deliveries \
              WHERE (? IS NULL OR webhook_id = ?::UUID) AND (? IS NULL OR event_id = ?::UUID) \
                AND {apps} \
-             GROUP BY webhook_id, event_id HAVING min(seq) > ?)) \
+             GROUP BY webhook_id, event_id \
+             HAVING (CASE WHEN ? THEN (? = 0 OR min(seq) < ?) ELSE min(seq) > ? END) \
+               AND (?::TIMESTAMP IS NULL OR min(recorded_at) >= ?::TIMESTAMP) \
+               AND (?::TIMESTAMP IS NULL OR min(recorded_at) < ?::TIMESTAMP))) \
          WHERE (? IS NULL OR state = ?) \
-         ORDER BY first_seq LIMIT ?",
+         ORDER BY first_seq {order} LIMIT ?",
         apps = filter
             .webhooks
             .as_deref()
-            .map_or_else(|| "TRUE".to_owned(), webhooks_in)
+            .map_or_else(|| "TRUE".to_owned(), webhooks_in),
+        order = if filter.newest_first { "DESC" } else { "ASC" },
     );
     let webhook = filter.webhook.map(|w| w.0.to_string());
     let event = filter.event.map(|e| e.0.to_string());
     let state = filter.state.map(DeliveryState::as_str);
+    let cursor = after_enqueued_seq.min(i64::MAX as u64) as i64;
+    let since = filter.since.map(|t| t.naive_utc());
+    let until = filter.until.map(|t| t.naive_utc());
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(
         params![
@@ -56,7 +64,14 @@ pub(super) fn deliveries(
             webhook,
             event,
             event,
-            after_enqueued_seq.min(i64::MAX as u64) as i64,
+            filter.newest_first,
+            cursor,
+            cursor,
+            cursor,
+            since,
+            since,
+            until,
+            until,
             state,
             state,
             limit.min(i64::MAX as usize) as i64

@@ -39,6 +39,7 @@ mod migrate;
 mod positions;
 mod queries;
 mod records;
+mod stats;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -462,6 +463,10 @@ impl Store for PgStore {
 
     fn delete_checkpoints(&mut self, seqs: &[u64]) -> Result<u64> {
         self.with(|h| positions::delete_checkpoints(h, seqs))
+    }
+
+    fn attempt_stats(&self, query: &super::AttemptStatsQuery) -> Result<super::AttemptStats> {
+        self.with(|h| stats::attempt_stats(h, query))
     }
 
     fn lock_commits(&mut self) -> Result<bool> {

@@ -165,9 +165,14 @@ pub(super) fn deliveries(
              FROM webhook_deliveries \
              WHERE ($1::uuid IS NULL OR webhook_id = $1) AND ($2::uuid IS NULL OR event_id = $2) \
                AND ($3::uuid[] IS NULL OR webhook_id = ANY($3)) \
-             GROUP BY webhook_id, event_id HAVING min(seq) > $4) AS g) AS s \
+             GROUP BY webhook_id, event_id \
+             HAVING (CASE WHEN $7::boolean THEN ($4::bigint = 0 OR min(seq) < $4::bigint) \
+                    ELSE min(seq) > $4::bigint END) \
+               AND ($8::timestamptz IS NULL OR min(recorded_at) >= $8) \
+               AND ($9::timestamptz IS NULL OR min(recorded_at) < $9)) AS g) AS s \
          WHERE ($5::text IS NULL OR state = $5) \
-         ORDER BY first_seq LIMIT $6"
+         ORDER BY first_seq {order} LIMIT $6",
+        order = if filter.newest_first { "DESC" } else { "ASC" },
     );
     let webhook = filter.webhook.map(|w| w.0);
     let event = filter.event.map(|e| e.0);
@@ -186,6 +191,9 @@ pub(super) fn deliveries(
             &seq(after_enqueued_seq),
             &state,
             &limit,
+            &filter.newest_first,
+            &filter.since,
+            &filter.until,
         ],
     )?;
     rows.iter()
