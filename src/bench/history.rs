@@ -7,7 +7,8 @@
 //! - resident memory once ready (in a fresh process when run from the `hookledger` binary);
 //! - commit p50/p99/max over a fixed window of publishes (with projection checkpoints every
 //!   2,000 records during it) and the longest DuckDB checkpoint after such a window (what
-//!   every commit waits behind when DuckDB checkpoints by itself);
+//!   every commit waits behind when DuckDB checkpoints by itself), and the checkpoint right
+//!   after a bucket seals (best of 3, measured last);
 //! - `state_at` for the instant of the middle record;
 //! - the file size;
 //!
@@ -46,6 +47,7 @@ struct Sized {
     p99_ms: f64,
     max_ms: f64,
     pause_ms: f64,
+    seal_pause_ms: f64,
     copy_ms: f64,
     state_at_ms: f64,
     file_mb: f64,
@@ -109,6 +111,12 @@ fn size_figures(m: &Sized) -> Vec<Figure> {
             "ms",
         ),
         f(
+            "seal_pause",
+            "DuckDB checkpoint right after a bucket seals",
+            m.seal_pause_ms,
+            "ms",
+        ),
+        f(
             "copy",
             "longest projection copy (the writer may wait)",
             m.copy_ms,
@@ -155,6 +163,12 @@ fn ratios(s: &Sized, l: &Sized) -> Vec<Figure> {
         r("commit_p99", "commit p99", s.p99_ms, l.p99_ms),
         r("commit_max", "commit max", s.max_ms, l.max_ms),
         r("pause", "longest checkpoint pause", s.pause_ms, l.pause_ms),
+        r(
+            "seal_pause",
+            "checkpoint after a bucket seal",
+            s.seal_pause_ms,
+            l.seal_pause_ms,
+        ),
         r("state_at", "state_at", s.state_at_ms, l.state_at_ms),
         r("file", "file size", s.file_mb, l.file_mb),
     ]
@@ -188,6 +202,7 @@ fn one(path: &Path, records: u64, progress: &mut dyn FnMut(&str)) -> Result<Size
         m.checkpoint_bytes,
     ) = window;
     m.file_mb = std::fs::metadata(path).map(|x| x.len()).unwrap_or(0) as f64 / 1e6;
+    m.seal_pause_ms = seal_pause(path)?;
     progress(&format!("history {written}: measured"));
     Ok(m)
 }
@@ -311,6 +326,28 @@ fn commit_window(path: &Path) -> Result<Window> {
     let out = (ms(0.5), ms(0.99), ms(1.0), pause, copy, bytes / live);
     drop(ledger);
     Ok(out)
+}
+
+/// The DuckDB checkpoint right after a bucket seals, best of 3 (what grew with history while
+/// every sealed bucket's id filter was a row of `event_buckets`, rewritten whole by the
+/// checkpoint after each seal; see `store/duck/filters.rs`). A writer told to seal at every
+/// batch with events publishes once per try. Runs last: it leaves three more, small, buckets.
+fn seal_pause(path: &Path) -> Result<f64> {
+    let options = LedgerOptions {
+        checkpoint_every: None,
+        bucket_events: 1,
+        ..LedgerOptions::default()
+    };
+    let ledger = Ledger::open_with(path, Arc::new(SystemClock), &options)?;
+    let webhook = WebhookId::new();
+    duck_checkpoint(&ledger)?;
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        ledger.commit_blocking(super::commit::publish_commit(webhook))?;
+        best = best.min(duck_checkpoint(&ledger)?);
+    }
+    ledger.close();
+    Ok(best)
 }
 
 /// Times a DuckDB `CHECKPOINT` once the writer and the checkpointer are idle (it fails while

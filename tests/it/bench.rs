@@ -237,6 +237,7 @@ fn history_builds_two_ledgers_and_reports_each_figure_with_its_ratio() {
             "rss",
             "commit_p99",
             "pause",
+            "seal_pause",
             "state_at",
             "file",
         ] {
@@ -253,7 +254,14 @@ fn history_builds_two_ledgers_and_reports_each_figure_with_its_ratio() {
         let tail = value(&figures, &format!("history.tail_{n}"));
         assert!(tail < n as f64 / 2.0, "the open folded {tail} of {n}");
     }
-    for id in ["open", "commit_p99", "pause", "state_at", "rss"] {
+    for id in [
+        "open",
+        "commit_p99",
+        "pause",
+        "seal_pause",
+        "state_at",
+        "rss",
+    ] {
         let r = find(&figures, &format!("history.ratio_{id}")).expect("ratio");
         assert!(r.ratio.is_some_and(|x| x > 0.0), "{r:?}");
     }

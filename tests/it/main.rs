@@ -9,6 +9,7 @@ mod app_routes;
 mod apps;
 mod audit;
 mod bench;
+mod buckets;
 mod checkpoints;
 mod cli;
 mod console;

@@ -4,15 +4,17 @@
 //! the open bucket's index, whatever the number of events stored.
 //!
 //! Bucket 0 is the table `events` (so a file of schema 2 needs no rows moved); bucket n is
-//! `events_0000n`. `event_buckets` holds one row per sealed bucket with its seq range and an
-//! [`IdFilter`] of its ids; the view `events_all` is every bucket. A batch's events all go to
-//! the open bucket; when that holds `bucket_events` or more, the next batch with events first
-//! seals it (its filter row), creates the next table and replaces the view, all in the batch's
-//! transaction.
+//! `events_0000n`. `event_buckets` holds one row per sealed bucket with its seq range and
+//! count; an [`IdFilter`] of its ids is in its own table `event_filter_0000n`, written once
+//! (`filters.rs`: one table each, so that no checkpoint rewrites the old filters); the view
+//! `events_all` is every bucket. A batch's events all go to the open bucket; when that holds
+//! `bucket_events` or more, the next batch with events first seals it (its row and its filter
+//! table), creates the next table and replaces the view, all in the batch's transaction.
 //!
 //! Invariant (permanent idempotency): an event id is stored at most once in the whole file.
 //! The open bucket's key refuses a repeat within it; before a batch is appended, its ids are
 //! checked against every sealed bucket's filter in memory (one cache line per bucket and id),
+//! (a cache: one that is missing or damaged is rebuilt from the bucket's ids, see `filters.rs`),
 //! and a possible match is looked up exactly in that bucket's key; a stored id refuses the
 //! batch like the key does, and the writer then answers that event alone (same body: the first
 //! answer; another body: a conflict).
@@ -20,6 +22,7 @@
 use duckdb::{params, Connection};
 use uuid::Uuid;
 
+use super::filters;
 use super::idfilter::IdFilter;
 use crate::error::{LedgerError, Result};
 
@@ -64,19 +67,18 @@ pub struct Roll {
 }
 
 impl Buckets {
-    pub fn load(conn: &Connection, bucket_events: u64) -> Result<Self> {
+    /// The buckets of the file; `repair`: a read-write open, which stores again any filter it
+    /// had to rebuild (see `filters.rs`).
+    pub fn load(conn: &Connection, bucket_events: u64, repair: bool) -> Result<Self> {
         let mut sealed = Vec::new();
-        let mut stmt = conn.prepare("SELECT bucket, filter FROM event_buckets ORDER BY bucket")?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let bucket: i64 = r.get(0)?;
-            if bucket as usize != sealed.len() {
+        for binding in filters::bindings(conn)? {
+            if binding.bucket as usize != sealed.len() {
                 return Err(LedgerError::Invalid(format!(
                     "event bucket {} is missing",
                     sealed.len()
                 )));
             }
-            sealed.push(IdFilter::from_bytes(&r.get::<_, Vec<u8>>(1)?)?);
+            sealed.push(filters::load(conn, &binding, repair)?);
         }
         let open = table(sealed.len() as u32);
         let mut open_ids = Vec::new();
@@ -136,8 +138,8 @@ impl Buckets {
         out
     }
 
-    /// Inside the batch's transaction: seals the open bucket if it is full (its filter row, the
-    /// next table, the view). Nothing changes in memory until [`Buckets::committed`].
+    /// Inside the batch's transaction: seals the open bucket if it is full (its row, its filter
+    /// table, the next table, the view). Nothing changes in memory until [`Buckets::committed`].
     pub fn roll_if_full(&self, conn: &Connection) -> duckdb::Result<Option<Roll>> {
         if (self.open_ids.len() as u64) < self.bucket_events {
             return Ok(None);
@@ -145,14 +147,20 @@ impl Buckets {
         let bucket = self.sealed.len() as u32;
         let (first, last) = self.open_seqs.unwrap_or((0, 0));
         let filter = IdFilter::build(&self.open_ids);
-        conn.prepare_cached("INSERT INTO event_buckets VALUES (?, ?, ?, ?, ?)")?
+        conn.prepare_cached("INSERT INTO event_buckets VALUES (?, ?, ?, ?)")?
             .execute(params![
                 bucket,
                 first as i64,
                 last as i64,
-                self.open_ids.len() as i64,
-                filter.to_bytes()
+                self.open_ids.len() as i64
             ])?;
+        let binding = filters::Binding {
+            bucket,
+            first_seq: first,
+            last_seq: last,
+            events: self.open_ids.len() as u64,
+        };
+        filters::store(conn, &binding, &filter)?;
         conn.execute_batch(&format!(
             "CREATE TABLE {} {EVENT_TABLE_DDL}",
             table(bucket + 1)

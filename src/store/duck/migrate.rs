@@ -4,12 +4,14 @@
 //!
 //! Schema 4 first gives every event bucket its new columns (the buckets are tables created at
 //! run time, so no static SQL names them all) and rebuilds `events_all` over them; schema 5
-//! likewise adds `body_digest` and lets `body` be NULL (an expunged body) in every bucket. No
-//! row is rewritten: old events keep their link version (see `crate::ledger::chain`).
+//! likewise adds `body_digest` and lets `body` be NULL (an expunged body) in every bucket.
+//! Schema 6 first gives every sealed bucket its own filter table, rebuilt from its ids
+//! (`filters.rs`), then drops `event_buckets.filter`. No event row is rewritten: old events
+//! keep their link version (see `crate::ledger::chain`).
 
 use duckdb::{params, Connection};
 
-use super::{buckets, supported_schema, DuckStore, OpenMode, MIGRATIONS};
+use super::{buckets, filters, supported_schema, DuckStore, OpenMode, MIGRATIONS};
 use crate::error::{LedgerError, Result};
 
 /// The event columns schema 4 adds to every bucket, in table order.
@@ -36,6 +38,9 @@ impl DuckStore {
             }
             if *version == 5 {
                 erasure_columns(&tx)?;
+            }
+            if *version == 6 {
+                filters::move_to_tables(&tx)?;
             }
             tx.execute_batch(sql)?;
             tx.execute(

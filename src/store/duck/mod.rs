@@ -26,6 +26,7 @@ mod buckets;
 mod checks;
 mod events;
 mod expunges;
+mod filters;
 mod idfilter;
 mod migrate;
 mod positions;
@@ -43,6 +44,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("../../../schema/003_history.sql")),
     (4, include_str!("../../../schema/004_apps.sql")),
     (5, include_str!("../../../schema/005_erasure.sql")),
+    (6, include_str!("../../../schema/006_filters.sql")),
 ];
 
 /// The schema version this build writes and understands.
@@ -98,7 +100,7 @@ impl DuckStore {
         store.migrate(mode)?;
         store.schema = store.schema_version()?;
         if mode == OpenMode::ReadWrite {
-            store.buckets = Some(Buckets::load(&store.conn, DEFAULT_BUCKET_EVENTS)?);
+            store.buckets = Some(Buckets::load(&store.conn, DEFAULT_BUCKET_EVENTS, true)?);
         }
         Ok(store)
     }
