@@ -43,6 +43,7 @@ impl Api {
             engine: engine.clone(),
             egress,
             token: Arc::new(OPERATOR.to_owned()),
+            sql_url: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
