@@ -46,7 +46,7 @@ use crate::error::{LedgerError, Result};
 /// The scenario names `--scenario` accepts (`all` runs every one).
 pub const SCENARIOS: &[&str] = &[
     "baseline", "deliver", "retry", "rebuild", "commit", "due", "disk", "whatif", "history",
-    "cluster", "all",
+    "cluster", "sqlload", "all",
 ];
 
 /// What to run, and at what size.
