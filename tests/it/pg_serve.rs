@@ -132,11 +132,17 @@ async fn serve_on_postgres_delivers_restarts_and_verifies() {
         &json!({ "query": "SELECT count(*) FROM delivery_history" }),
     )
     .await;
-    assert_eq!(status, 400, "SQL over the API is DuckDB's: {answer}");
+    // Without an auditor role (HOOKLEDGER_SQL_URL, see pg_sql.rs) SQL is not served here.
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(
+        answer["error"]["code"],
+        json!("sql_unavailable"),
+        "{answer}"
+    );
     assert!(
         answer["error"]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("PostgreSQL")),
+            .is_some_and(|m| m.contains("HOOKLEDGER_SQL_URL")),
         "{answer}"
     );
     drop(server);
