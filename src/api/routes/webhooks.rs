@@ -32,7 +32,7 @@ pub fn routes() -> ApiRouter<AppState> {
                 op.summary("Register a webhook")
                     .description("The answer carries its signing secret, shown only here.")
                     .response::<201, SortedJson<WebhookCreated>>()
-                    .refuses(&[422])
+                    .refuses(&[403, 422])
             })
             .get_with(list_webhooks, |op| {
                 op.summary("List the webhooks")
@@ -48,7 +48,7 @@ pub fn routes() -> ApiRouter<AppState> {
             .patch_with(patch_webhook, |op| {
                 op.summary("Change a webhook")
                     .description("`active: false` parks its pending deliveries.")
-                    .refuses(&[404, 422])
+                    .refuses(&[403, 404, 422])
             })
             .delete_with(delete_webhook, |op| {
                 op.summary("Deactivate a webhook and park its pending deliveries")
@@ -118,15 +118,19 @@ pub struct NewWebhook {
     operational: Option<bool>,
 }
 
-/// `operational` may be set by the operator token only (403 naming the field), and only on
-/// a webhook of the default app (422), where hookledger's own events are published.
+/// `operational: true` may be set by the operator token only (403 naming the field), and only
+/// on a webhook of the default app (422), where hookledger's own events are published.
+/// `false` is what every app's webhook is, so any token may say it.
 fn check_operational(scope: &Scope, app: &crate::ids::AppUid, set: bool) -> ApiResult<()> {
+    if !set {
+        return Ok(());
+    }
     scope.operator().map_err(|mut e| {
-        e.message = "`operational` needs the operator token, not an app's token".into();
+        e.message = "`operational: true` needs the operator token, not an app's token".into();
         e.field = Some("operational".into());
         e
     })?;
-    if set && !app.is_default() {
+    if !app.is_default() {
         return Err(ApiError::invalid(
             "operational",
             "operational webhooks belong to the default app",
