@@ -25,9 +25,6 @@ use crate::ids::EventId;
 use crate::ledger::chain::{self, BatchLink, Hash};
 use crate::store::{Store, StoredEvent};
 
-/// Events read per `Store::events` call.
-const EVENTS_PER_READ: usize = 512;
-
 /// Writes `bytes` as `dir/name`: temp file, fsync, rename, fsync of the directory.
 pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ExportError> {
     let tmp = dir.join(plan::temp_name(name));
@@ -135,14 +132,15 @@ pub fn export(
     seal: Seal,
 ) -> Result<Vec<Entry>, ExportError> {
     let mut manifest = prepare(dir)?;
-    let links = store.links()?;
     let mut after = manifest.last_seq();
     if after == 0 {
         if let Some(since) = options.since {
             let first = store.last_seq_at(since - chrono::Duration::microseconds(1))? + 1;
-            after = plan::batch_start(&links, first) - 1;
+            after = plan::batch_start(&store.links_after(first - 1)?, first) - 1;
         }
     }
+    // Only the links after the last file: a pass costs what it exports, not the whole chain.
+    let links = store.links_after(after)?;
     let upto = match options.until {
         Some(until) => plan::batch_end(
             &links,
@@ -150,11 +148,9 @@ pub fn export(
         ),
         None => u64::MAX,
     };
-    let start = links.partition_point(|l| l.last_seq <= after);
-    let links = &links[start.saturating_sub(1)..];
     let mut written = Vec::new();
-    for range in plan::plan(links, after, upto, options.every, seal) {
-        let rows = rows_of(store, range, links, options.bodies)?;
+    for range in plan::plan(&links, after, upto, options.every, seal) {
+        let rows = rows_of(store, range, &links, options.bodies)?;
         let bytes = encode(&rows)?;
         let name = range.file_name();
         write_atomically(dir, &name, &bytes)?;
@@ -190,7 +186,11 @@ fn rows_of(
         records.push(r);
         Ok(())
     })?;
-    let events = events_of(store, records.iter().map(|r| EventId(r.event_id)), bodies)?;
+    let events: HashMap<EventId, EventMeta> = store
+        .events_of_records(range.first, range.last)?
+        .into_iter()
+        .map(|e| (e.event_id, meta(e, bodies)))
+        .collect();
     let mut at = links.partition_point(|l| l.last_seq < range.first);
     let mut prev: Hash = match at.checked_sub(1).map(|i| &links[i]) {
         Some(l) if l.last_seq + 1 == range.first => l.hash,
@@ -229,24 +229,6 @@ fn rows_of(
             range.last,
             range.rows()
         )));
-    }
-    Ok(out)
-}
-
-/// The metadata of the events of `ids` (their bodies only if asked, never an expunged one).
-fn events_of(
-    store: &dyn Store,
-    ids: impl Iterator<Item = EventId>,
-    bodies: bool,
-) -> Result<HashMap<EventId, EventMeta>, ExportError> {
-    let mut wanted: Vec<EventId> = ids.collect();
-    wanted.sort_by_key(|e| e.0);
-    wanted.dedup();
-    let mut out = HashMap::with_capacity(wanted.len());
-    for chunk in wanted.chunks(EVENTS_PER_READ) {
-        for e in store.events(chunk)? {
-            out.insert(e.event_id, meta(e, bodies));
-        }
     }
     Ok(out)
 }

@@ -191,6 +191,9 @@ impl Store for AnyStore {
     fn links(&self) -> Result<Vec<BatchLink>> {
         self.inner().links()
     }
+    fn links_after(&self, seq: u64) -> Result<Vec<BatchLink>> {
+        self.inner().links_after(seq)
+    }
     fn changes(&self) -> Result<Vec<StoredChange>> {
         self.inner().changes()
     }
@@ -217,6 +220,9 @@ impl Store for AnyStore {
     }
     fn events(&self, ids: &[EventId]) -> Result<Vec<StoredEvent>> {
         self.inner().events(ids)
+    }
+    fn events_of_records(&self, first: u64, last: u64) -> Result<Vec<StoredEvent>> {
+        self.inner().events_of_records(first, last)
     }
     fn enqueued_webhooks(&self, event_id: EventId) -> Result<Vec<WebhookId>> {
         self.inner().enqueued_webhooks(event_id)

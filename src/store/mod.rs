@@ -146,6 +146,11 @@ pub trait Store: Send {
     /// Every chain link, in order.
     fn links(&self) -> Result<Vec<BatchLink>>;
 
+    /// The chain links ending after `seq`, in order: the batch holding `seq + 1` first. What a
+    /// reader that continues from a position needs, at a cost that grows with what follows
+    /// `seq`, not with the whole chain.
+    fn links_after(&self, seq: u64) -> Result<Vec<BatchLink>>;
+
     /// Every registry change, in seq order.
     fn changes(&self) -> Result<Vec<StoredChange>>;
 
@@ -181,6 +186,10 @@ pub trait Store: Send {
 
     /// The stored events among `ids`.
     fn events(&self, ids: &[EventId]) -> Result<Vec<StoredEvent>>;
+
+    /// The stored events that the records `first..=last` name, each once, in event seq order:
+    /// one read for a whole range of records (an export file), however old the events are.
+    fn events_of_records(&self, first: u64, last: u64) -> Result<Vec<StoredEvent>>;
 
     /// The producer's id of each stored event among `ids` (the UUID, as text, for an event
     /// stored before producer ids): what answers show instead of the key. Reads no bodies.

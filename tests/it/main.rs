@@ -41,6 +41,7 @@ mod ops_webhooks;
 mod ops_webhooks_api;
 mod pg_chaos;
 mod pg_cluster;
+mod pg_export;
 mod pg_ledger;
 mod pg_outage;
 mod pg_schema;

@@ -15,13 +15,13 @@ use crate::common::*;
 use crate::pg_common::connect;
 
 /// Opens a ledger at `location` with a manual clock at the epoch.
-fn open(location: &Location, clock: &ManualClock, options: &LedgerOptions) -> Ledger {
+pub fn open(location: &Location, clock: &ManualClock, options: &LedgerOptions) -> Ledger {
     Ledger::open_at(location, Arc::new(clock.clone()), options).expect("open the ledger")
 }
 
 /// The same scenario on any ledger: three events to two webhooks, attempts, a failure, a
 /// delivery, a dead-parking; answers the seqs committed.
-fn scenario(ledger: &Ledger, clock: &ManualClock) -> Vec<u64> {
+pub fn scenario(ledger: &Ledger, clock: &ManualClock) -> Vec<u64> {
     let mut seqs = Vec::new();
     for n in 1..=3 {
         seqs.extend(

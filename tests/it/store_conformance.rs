@@ -78,6 +78,7 @@ fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
     finished_deliveries_are_found_by_window(make().as_mut());
     deliveries_are_summarised_by_their_last_record(make().as_mut());
     positions_are_found_by_seq(make().as_mut());
+    events_are_read_by_the_records_that_name_them(make().as_mut());
     checkpoints_are_appended_and_listed(make().as_mut());
     a_repeated_event_id_is_refused_at_any_age(make().as_mut());
     an_expunge_removes_the_body_and_keeps_its_fact(make().as_mut());
@@ -232,6 +233,12 @@ fn positions_are_found_by_seq(store: &mut dyn Store) {
             .unwrap();
     }
     let links = store.links().unwrap();
+    assert_eq!(store.links_after(0).unwrap(), links);
+    // Links 1..=2, 3..=5, 6..=7: after 2 and after 4 both start at the batch 3..=5.
+    assert_eq!(store.links_after(2).unwrap(), links[1..].to_vec());
+    assert_eq!(store.links_after(4).unwrap(), links[1..].to_vec());
+    assert_eq!(store.links_after(5).unwrap(), links[2..].to_vec());
+    assert_eq!(store.links_after(7).unwrap(), vec![]);
     assert_eq!(store.link_ending_at(5).unwrap(), Some(links[1].clone()));
     assert_eq!(store.link_ending_at(4).unwrap(), None);
     assert_eq!(store.last_link(0).unwrap(), Some((links[2].clone(), at(6))));
@@ -585,6 +592,38 @@ fn history_events_and_settings(store: &mut dyn Store) {
     assert_eq!(found, vec![stored_event(1)]);
     assert_eq!(store.setting("api_token").unwrap().as_deref(), Some("t1"));
     assert_eq!(store.setting("missing").unwrap(), None);
+}
+
+fn events_are_read_by_the_records_that_name_them(store: &mut dyn Store) {
+    let first = vec![
+        row(1, key(1, 1), RecordBody::Enqueued { due_at: at(0) }),
+        row(2, key(1, 2), RecordBody::Enqueued { due_at: at(0) }),
+    ];
+    store
+        .commit(&batch(1, first, vec![stored_event(1), stored_event(2)]))
+        .unwrap();
+    // A later batch names the old event 1 (an attempt) and its own event 3, twice.
+    let later = vec![
+        row(3, key(1, 3), RecordBody::Enqueued { due_at: at(0) }),
+        row(4, key(1, 1), attempted(1)),
+        row(5, key(2, 3), RecordBody::Enqueued { due_at: at(0) }),
+    ];
+    store
+        .commit(&batch(3, later, vec![stored_event(3)]))
+        .unwrap();
+    let seqs = |first, last| -> Vec<u64> {
+        let found = store.events_of_records(first, last).unwrap();
+        found.iter().map(|e| e.seq).collect()
+    };
+    assert_eq!(seqs(3, 5), [1, 3], "each named event once, in seq order");
+    assert_eq!(seqs(2, 2), [2]);
+    assert_eq!(seqs(1, 5), [1, 2, 3]);
+    assert_eq!(seqs(6, 9), Vec::<u64>::new());
+    assert_eq!(
+        store.events_of_records(4, 4).unwrap(),
+        vec![stored_event(1)],
+        "the whole event"
+    );
 }
 
 fn duplicate_enqueues_are_found(store: &mut dyn Store) {

@@ -126,6 +126,26 @@ impl DuckStore {
         Ok(out)
     }
 
+    /// One semi-join over every bucket: the records of the range are found by their seq (zone
+    /// maps), their event ids hashed, and each bucket's ids probed once, instead of one point
+    /// lookup per id and bucket (which made a reader's export of 100,000 records take minutes).
+    pub(super) fn events_named_by_records(
+        &self,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<StoredEvent>> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE event_id IN \
+             (SELECT event_id FROM webhook_deliveries WHERE seq BETWEEN ? AND ?) ORDER BY seq",
+            self.event_columns(),
+            self.events_view()
+        );
+        let clamp = |s: u64| s.min(i64::MAX as u64) as i64;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![clamp(first), clamp(last)], read_event)?;
+        Ok(rows.collect::<duckdb::Result<_>>()?)
+    }
+
     pub(super) fn scan_all_events(
         &self,
         f: &mut dyn FnMut(StoredEvent) -> Result<()>,

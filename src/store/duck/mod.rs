@@ -571,6 +571,10 @@ impl Store for DuckStore {
         self.events_by_id(ids)
     }
 
+    fn events_of_records(&self, first: u64, last: u64) -> Result<Vec<StoredEvent>> {
+        self.events_named_by_records(first, last)
+    }
+
     fn enqueued_webhooks(&self, event_id: EventId) -> Result<Vec<crate::ids::WebhookId>> {
         let mut stmt = self.conn.prepare(
             "SELECT webhook_id::VARCHAR FROM webhook_deliveries \
@@ -653,6 +657,10 @@ impl Store for DuckStore {
 
     fn link_ending_at(&self, seq: u64) -> Result<Option<BatchLink>> {
         positions::link_ending_at(&self.conn, seq)
+    }
+
+    fn links_after(&self, seq: u64) -> Result<Vec<BatchLink>> {
+        positions::links_after(&self.conn, seq)
     }
 
     fn last_link(&self, at_or_after: u64) -> Result<Option<(BatchLink, Timestamp)>> {

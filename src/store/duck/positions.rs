@@ -34,6 +34,23 @@ pub fn link_ending_at(conn: &Connection, seq: u64) -> Result<Option<BatchLink>> 
     })
 }
 
+/// Links are appended in seq order, so the zone maps of `last_seq` skip the row groups before
+/// `seq`.
+pub fn links_after(conn: &Connection, seq: u64) -> Result<Vec<BatchLink>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT first_seq, last_seq, hash FROM ledger_batches WHERE last_seq > ? \
+         ORDER BY first_seq",
+    )?;
+    let rows = stmt.query_map(params![seq.min(i64::MAX as u64) as i64], |r| {
+        Ok(BatchLink {
+            first_seq: r.get::<_, i64>(0)? as u64,
+            last_seq: r.get::<_, i64>(1)? as u64,
+            hash: hash(r.get(2)?),
+        })
+    })?;
+    Ok(rows.collect::<duckdb::Result<_>>()?)
+}
+
 pub fn last_link(conn: &Connection, at_or_after: u64) -> Result<Option<(BatchLink, Timestamp)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT first_seq, last_seq, hash, epoch_us(committed_at) FROM ledger_batches \

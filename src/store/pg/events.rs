@@ -105,6 +105,21 @@ pub(super) fn by_id(h: &mut Held, ids: &[EventId]) -> Result<Vec<StoredEvent>> {
     Ok(found)
 }
 
+/// Through the records' seq key and the events' key: no scan of either table.
+pub(super) fn of_records(h: &mut Held, first: u64, last: u64) -> Result<Vec<StoredEvent>> {
+    const SQL: &str = select_events!(
+        "WHERE event_id IN (SELECT event_id FROM webhook_deliveries WHERE seq BETWEEN $1 AND $2) \
+         ORDER BY seq"
+    );
+    let stmt = h.prepared(SQL)?;
+    let clamp = |s: u64| s.min(i64::MAX as u64) as i64;
+    h.client
+        .query(&stmt, &[&clamp(first), &clamp(last)])?
+        .iter()
+        .map(read_event)
+        .collect()
+}
+
 /// Every event in seq order, streamed.
 pub(super) fn scan(h: &mut Held, f: &mut dyn FnMut(StoredEvent) -> Result<()>) -> Result<()> {
     use postgres::fallible_iterator::FallibleIterator;

@@ -319,6 +319,10 @@ impl Store for PgStore {
         self.with(positions::links)
     }
 
+    fn links_after(&self, seq: u64) -> Result<Vec<BatchLink>> {
+        self.with(|h| positions::links_after(h, seq))
+    }
+
     fn changes(&self) -> Result<Vec<StoredChange>> {
         self.with(records::changes)
     }
@@ -357,6 +361,10 @@ impl Store for PgStore {
 
     fn events(&self, ids: &[EventId]) -> Result<Vec<StoredEvent>> {
         self.with(|h| events::by_id(h, ids))
+    }
+
+    fn events_of_records(&self, first: u64, last: u64) -> Result<Vec<StoredEvent>> {
+        self.with(|h| events::of_records(h, first, last))
     }
 
     fn producer_ids(&self, ids: &[EventId]) -> Result<HashMap<EventId, String>> {

@@ -29,6 +29,22 @@ pub(super) fn links(h: &mut Held) -> Result<Vec<BatchLink>> {
     h.client.query(&stmt, &[])?.iter().map(link).collect()
 }
 
+/// Through the primary key: the batch holding `seq + 1` starts at the greatest `first_seq` not
+/// after it.
+pub(super) fn links_after(h: &mut Held, after: u64) -> Result<Vec<BatchLink>> {
+    let stmt = h.prepared(
+        "SELECT first_seq, last_seq, hash FROM ledger_batches \
+         WHERE first_seq >= (SELECT coalesce(max(first_seq), 0) FROM ledger_batches \
+                             WHERE first_seq <= $1::bigint + 1) \
+           AND last_seq > $1 ORDER BY first_seq",
+    )?;
+    h.client
+        .query(&stmt, &[&seq(after)])?
+        .iter()
+        .map(link)
+        .collect()
+}
+
 pub(super) fn link_ending_at(h: &mut Held, at: u64) -> Result<Option<BatchLink>> {
     let stmt = h.prepared(
         "SELECT first_seq, last_seq, hash FROM ledger_batches WHERE last_seq = $1 \
