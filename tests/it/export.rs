@@ -303,6 +303,48 @@ fn verify_export_fails_on_an_edited_a_deleted_and_a_swapped_file() {
     let (_, said) = verify_export(&dir);
     assert!(said.contains("chain hash"), "{said}");
 
+    // One file rewritten consistently from a changed record (every batch hash in it
+    // recomputed, the manifest's hashes to match): only the next file's chain tells.
+    let dir = t.dir.path().join("rechained");
+    copy_dir(&out, &dir);
+    let mut rows = read_file(&dir.join(&files[1])).unwrap();
+    let failed = rows
+        .iter_mut()
+        .find(|r| r.record.status_code == Some(503))
+        .unwrap();
+    failed.record.status_code = Some(200);
+    let mut prev = rows[0].batch_prev_hash;
+    let mut at = 0;
+    while at < rows.len() {
+        let first = rows[at].batch_first_seq;
+        let end = at
+            + rows[at..]
+                .iter()
+                .take_while(|r| r.batch_first_seq == first)
+                .count();
+        let records: Vec<_> = rows[at..end].iter().map(|r| r.record.clone()).collect();
+        let hash = hookledger::ledger::chain::batch_hash(&prev, &records);
+        for r in &mut rows[at..end] {
+            (r.batch_prev_hash, r.batch_hash) = (prev, hash);
+        }
+        (prev, at) = (hash, end);
+    }
+    std::fs::write(dir.join(&files[1]), encode(&rows).unwrap()).unwrap();
+    reseal_manifest(&dir);
+    let mut m = Manifest::load(&dir).unwrap();
+    m.files[1].chain_hash = hex::encode(prev);
+    m.save(&dir).unwrap();
+    assert_fails_naming(&dir, &files[2], "a file rechained from a changed record");
+    let (_, said) = verify_export(&dir);
+    assert!(
+        said.contains("does not chain to the batch before it"),
+        "{said}"
+    );
+    assert!(
+        !said.contains(&files[1]),
+        "the rewritten file is consistent: {said}"
+    );
+
     // A deleted file, with and without its manifest entry.
     let dir = t.dir.path().join("deleted");
     copy_dir(&out, &dir);

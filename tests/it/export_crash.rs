@@ -1,6 +1,8 @@
 //! A `hookledger export` SIGKILLed while it writes leaves no partial file visible (every
 //! `*.parquet` in the directory reads whole), and the next run continues to a complete export
-//! that verifies.
+//! that verifies. A kill cannot split one `write(2)` of a file's bytes, so a second run has a
+//! write fail halfway (a file-size limit, as a full disk would): only the hidden temp file is
+//! cut short, never a visible one.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -98,4 +100,44 @@ fn a_killed_export_leaves_no_partial_file_and_the_next_run_continues() {
         said.contains(&format!("{} records", PER_COMMIT * COMMITS)),
         "{said}"
     );
+}
+
+#[test]
+fn a_write_that_fails_halfway_leaves_no_partial_file_and_the_next_run_continues() {
+    use std::os::unix::process::CommandExt as _;
+    let t = big_ledger();
+    let out = t.dir.path().join("export");
+    let mut limited = Command::new(env!("CARGO_BIN_EXE_hookledger"));
+    limited
+        .args(["export", "--every", "1", "--db"])
+        .arg(&t.path)
+        .arg("--out")
+        .arg(&out)
+        .env_remove("HOOKLEDGER_DB");
+    // Writes past 2,000 bytes fail with EFBIG (the first file is larger), instead of SIGXFSZ.
+    unsafe {
+        limited.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 2_000,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            match libc::setrlimit(libc::RLIMIT_FSIZE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let o = limited.output().unwrap();
+    assert!(!o.status.success(), "the limited export failed");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("File too large"),
+        "it says why: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(assert_no_partial_file(&out), 0, "no file was sealed");
+    export(&t.path, &out, &["--every", "1"]);
+    assert_eq!(assert_no_partial_file(&out), COMMITS as usize);
+    let (ok, said) = verify_export(&out);
+    assert!(ok, "{said}");
 }
