@@ -687,7 +687,7 @@ fn an_older_file_is_migrated_forward_at_open() {
         assert_eq!(store.schema_version().unwrap(), 1);
     }
     let store = DuckStore::open(&path, OpenMode::ReadWrite).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 6);
+    assert_eq!(store.schema_version().unwrap(), 7);
     let n: i64 = store
         .connection()
         .query_row("SELECT count(*) FROM delivery_latest", [], |r| r.get(0))
@@ -744,7 +744,7 @@ fn a_schema_2_file_with_history_migrates_forward_and_still_verifies() {
     t.ledger().checkpoint_now().unwrap();
     t.reopen_with(&options);
     let reader = t.ledger().reader().unwrap();
-    assert_eq!(reader.schema_version().unwrap(), 6);
+    assert_eq!(reader.schema_version().unwrap(), 7);
     let sealed: i64 = reader
         .connection()
         .unwrap()
