@@ -154,7 +154,10 @@ pub enum Change {
     /// `change`, made by `actor`: how a change reaches the writer, which stores the actor in
     /// its row ([`actor`]). Every check and fold looks at the bare change ([`Change::bare`]);
     /// a change read back from its row is bare (the actor is in [`StoredChange::actor`]).
-    By { actor: Actor, change: Box<Change> },
+    By {
+        actor: Actor,
+        change: Box<Change>,
+    },
 }
 
 impl Change {

@@ -140,7 +140,8 @@ fn assert_fails_at_registry(v: &Verdict, seq: u64, case: &str) {
         .unwrap_or_else(|| panic!("{case}: verify passed"));
     assert_eq!((p.log, p.seq), (Log::Registry, seq), "{case}: {v}");
     assert!(
-        v.to_string().starts_with(&format!("FAILED: registry seq {seq}")),
+        v.to_string()
+            .starts_with(&format!("FAILED: registry seq {seq}")),
         "{case}: {v}"
     );
 }
@@ -198,7 +199,9 @@ async fn the_history_names_the_operator_a_scoped_token_by_id_and_auto_disable() 
         expected,
         "the app's own token sees the same history"
     );
-    let (_, page) = api.get(&format!("/v1/webhooks/{id}/history"), OPERATOR).await;
+    let (_, page) = api
+        .get(&format!("/v1/webhooks/{id}/history"), OPERATOR)
+        .await;
     assert!(
         !page.to_string().contains(&token),
         "never the token's value"
@@ -241,10 +244,7 @@ fn editing_a_stored_actor_makes_verify_fail_at_that_change() {
     let secret = Secret::generate();
     let changes = vec![
         Change::created("http://127.0.0.1:9/h", vec![], None, secret).by(Actor::Operator),
-        Change::Deactivated {
-            reason: "r".into(),
-        }
-        .by(Actor::Token(uuid::Uuid::from_u128(7))),
+        Change::Deactivated { reason: "r".into() }.by(Actor::Token(uuid::Uuid::from_u128(7))),
     ];
     ledger
         .commit_blocking(Commit {
@@ -304,12 +304,18 @@ async fn a_file_written_before_actors_opens_verifies_and_shows_none() {
         .unwrap();
     assert!(!old.is_empty());
     assert!(
-        old.iter().all(|c| c.format_version < 3 && c.actor.is_none()),
+        old.iter()
+            .all(|c| c.format_version < 3 && c.actor.is_none()),
         "read without migrating: no actor"
     );
     let api = Api::start(&db).await;
     assert_eq!(
-        api.engine.ledger().reader().unwrap().schema_version().unwrap(),
+        api.engine
+            .ledger()
+            .reader()
+            .unwrap()
+            .schema_version()
+            .unwrap(),
         hookledger::store::duck::supported_schema()
     );
     let v = api.engine.ledger().verify().unwrap();
@@ -332,7 +338,9 @@ async fn a_file_written_before_actors_opens_verifies_and_shows_none() {
         .await;
     assert_eq!(status, 200);
     let history = api.actors(&id, OPERATOR).await;
-    assert!(history[..history.len() - 1].iter().all(|(_, a)| a.is_null()));
+    assert!(history[..history.len() - 1]
+        .iter()
+        .all(|(_, a)| a.is_null()));
     assert_eq!(history.last().unwrap().1, json!("operator"));
     assert!(api.engine.ledger().verify().unwrap().ok());
 }

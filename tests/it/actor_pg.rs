@@ -83,10 +83,7 @@ fn a_postgres_ledger_from_before_actors_upgrades_and_its_actors_are_chained() {
         &LedgerOptions::default(),
     )
     .unwrap();
-    let change = Change::Deactivated {
-        reason: "r".into(),
-    }
-    .by(Actor::Operator);
+    let change = Change::Deactivated { reason: "r".into() }.by(Actor::Operator);
     ledger
         .commit_blocking(Commit {
             changes: vec![(id, change)],
@@ -105,7 +102,10 @@ fn a_postgres_ledger_from_before_actors_upgrades_and_its_actors_are_chained() {
         .into_iter()
         .map(|c| (c.seq, c.format_version, c.actor))
         .collect();
-    assert_eq!(rows, vec![(1, 2, None), (2, 3, Some("operator".to_owned()))]);
+    assert_eq!(
+        rows,
+        vec![(1, 2, None), (2, 3, Some("operator".to_owned()))]
+    );
     let v = verdict(&url);
     assert!(v.ok(), "{v}");
 

@@ -269,10 +269,13 @@ async fn the_console_signs_in_creates_a_webhook_follows_a_delivery_live_and_trav
     );
     b.screenshots("webhook").await;
     // The screenshots are of the whole page: at 390 px this one is taller than the viewport.
-    let png = std::fs::read(super::console_browser::screenshot_dir().join("webhook-390.png"))
-        .unwrap();
+    let png =
+        std::fs::read(super::console_browser::screenshot_dir().join("webhook-390.png")).unwrap();
     let (_, height) = super::console_browser::png_size(&png);
-    assert!(height > 844, "the webhook page at 390 px is {height} px tall");
+    assert!(
+        height > 844,
+        "the webhook page at 390 px is {height} px tall"
+    );
     b.assert_keyboard_ready("webhook").await;
 
     // Time travel: before the publish the delivery is absent; now both are delivered.

@@ -113,7 +113,10 @@ async fn a_scoped_session_sees_only_its_own_app() {
         json!(["operator", format!("token:{acme_token_id}")]),
         "the history's actors"
     );
-    assert!(!b.body_text().await.contains(&acme_token), "never the token");
+    assert!(
+        !b.body_text().await.contains(&acme_token),
+        "never the token"
+    );
     b.js_until(
         "const c = document.getElementById('latency-histogram'); return c && c.dataset.total",
         json!("1"),

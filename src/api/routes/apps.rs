@@ -175,7 +175,11 @@ fn metadata_text(m: &serde_json::Map<String, serde_json::Value>) -> ApiResult<St
 }
 
 /// Appends one app or token change (its row's webhook id is nil), made by the request's actor.
-async fn commit_app_change(state: &AppState, scope: &Scope, change: Change) -> ApiResult<Timestamp> {
+async fn commit_app_change(
+    state: &AppState,
+    scope: &Scope,
+    change: Change,
+) -> ApiResult<Timestamp> {
     let commit = Commit {
         changes: vec![(WebhookId(Uuid::nil()), change.by(scope.actor()))],
         ..Commit::default()
