@@ -647,7 +647,7 @@ fn a_schema_newer_than_this_build_is_refused_naming_both_versions() {
         let store = DuckStore::open(&path, OpenMode::ReadWrite).unwrap();
         store
             .connection()
-            .execute("INSERT INTO schema_migrations (version) VALUES (7)", [])
+            .execute("INSERT INTO schema_migrations (version) VALUES (8)", [])
             .unwrap();
     }
     for mode in [OpenMode::ReadWrite, OpenMode::ReadOnly] {
@@ -656,14 +656,14 @@ fn a_schema_newer_than_this_build_is_refused_naming_both_versions() {
             matches!(
                 err,
                 hookledger::LedgerError::SchemaTooNew {
-                    found: 7,
-                    supported: 6
+                    found: 8,
+                    supported: 7
                 }
             ),
             "{err:?}"
         );
         let text = err.to_string();
-        assert!(text.contains('7') && text.contains('6'), "{text}");
+        assert!(text.contains('8') && text.contains('7'), "{text}");
     }
 }
 
