@@ -23,5 +23,5 @@ GRANT SELECT ON webhook_deliveries, ledger_batches, events, events_all, event_ex
     delivery_history, delivery_latest, attempt_outcomes, webhook_history, body_expunges
     TO hookledger_auditor;
 GRANT SELECT (seq, recorded_at, format_version, kind, webhook_id, url, event_types, description,
-    active, previous_until, reason, hash, app, name, metadata, token_id, payload_format)
+    active, previous_until, reason, hash, app, name, metadata, token_id, payload_format, actor)
     ON webhook_changes TO hookledger_auditor;

@@ -118,9 +118,8 @@ pub(crate) fn caller(headers: &HeaderMap, state: &AppState) -> Option<Caller> {
     let registry = state.engine.ledger().shared().read_registry();
     registry
         .apps()
-        .token_app(presented)
-        .cloned()
-        .map(Caller::App)
+        .live_token(presented)
+        .map(|t| Caller::App(t.app.clone(), t.id))
 }
 
 /// Puts the [`Caller`] on the request, or refuses it with 401.

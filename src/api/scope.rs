@@ -13,7 +13,9 @@
 //! - a scoped token on an operator-only route (apps, tokens, SQL, verify, head, what-if) gets
 //!   403 from [`Scope::operator`];
 //! - the app a request writes into is [`Scope::app`]: the route's `{app}`, else the scoped
-//!   token's app, else `default` (so the unscoped routes keep working as the default app).
+//!   token's app, else `default` (so the unscoped routes keep working as the default app);
+//! - the actor of a registry change a request makes is [`Scope::actor`]: `operator`, or the
+//!   scoped token's id (never its value), see [`crate::registry::actor`].
 
 use aide::generate::GenContext;
 use aide::openapi::Operation;
@@ -25,14 +27,15 @@ use axum::http::StatusCode;
 use super::error::ApiError;
 use super::AppState;
 use crate::ids::AppUid;
+use crate::registry::Actor;
 
 /// Who presented which token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
     /// The operator token: every app.
     Operator,
-    /// A token scoped to this app.
-    App(AppUid),
+    /// A token scoped to this app, and the token's id.
+    App(AppUid, uuid::Uuid),
 }
 
 /// The caller and the route's `{app}`, if it has one (checked to exist and to be the caller's).
@@ -46,7 +49,7 @@ impl Scope {
     /// The app this request writes into: the route's, the scoped token's, or `default`.
     pub fn app(&self) -> AppUid {
         match (&self.path_app, &self.caller) {
-            (Some(app), _) | (None, Caller::App(app)) => app.clone(),
+            (Some(app), _) | (None, Caller::App(app, _)) => app.clone(),
             (None, Caller::Operator) => AppUid::default_app(),
         }
     }
@@ -60,7 +63,7 @@ impl Scope {
         query: Option<&str>,
     ) -> Result<Option<AppUid>, ApiError> {
         let fixed = match (&self.path_app, &self.caller) {
-            (Some(app), _) | (None, Caller::App(app)) => Some(app.clone()),
+            (Some(app), _) | (None, Caller::App(app, _)) => Some(app.clone()),
             (None, Caller::Operator) => None,
         };
         let Some(asked) = query else {
@@ -77,8 +80,16 @@ impl Scope {
     /// Whether an object of `app` is visible to this request.
     pub fn sees(&self, app: &AppUid) -> bool {
         match (&self.path_app, &self.caller) {
-            (Some(own), _) | (None, Caller::App(own)) => own == app,
+            (Some(own), _) | (None, Caller::App(own, _)) => own == app,
             (None, Caller::Operator) => true,
+        }
+    }
+
+    /// Who this request's registry changes are made by.
+    pub fn actor(&self) -> Actor {
+        match self.caller {
+            Caller::Operator => Actor::Operator,
+            Caller::App(_, token) => Actor::Token(token),
         }
     }
 
@@ -86,7 +97,7 @@ impl Scope {
     pub fn operator(&self) -> Result<(), ApiError> {
         match self.caller {
             Caller::Operator => Ok(()),
-            Caller::App(_) => Err(ApiError {
+            Caller::App(..) => Err(ApiError {
                 status: StatusCode::FORBIDDEN,
                 code: "forbidden",
                 message: "this route needs the operator token, not an app's token".into(),
@@ -138,7 +149,7 @@ impl FromRequestParts<AppState> for Scope {
                 let app = AppUid::parse(raw).ok_or_else(|| no_app(raw))?;
                 let visible = match &caller {
                     Caller::Operator => true,
-                    Caller::App(own) => own == &app,
+                    Caller::App(own, _) => own == &app,
                 };
                 if !visible || !exists(state, &app) {
                     return Err(no_app(raw));

@@ -110,11 +110,16 @@ impl Apps {
     /// lookup is by the value's SHA-256 digest (what is stored), and the digests are then
     /// compared in constant time.
     pub fn token_app(&self, presented: &str) -> Option<&AppUid> {
+        self.live_token(presented).map(|t| &t.app)
+    }
+
+    /// The live token (of a live app) a presented value is, looked up as [`Self::token_app`].
+    pub fn live_token(&self, presented: &str) -> Option<&Token> {
         use subtle::ConstantTimeEq;
         let d = digest(presented.as_bytes());
         let t = self.tokens.get(self.by_digest.get(&d)?)?;
         let same = bool::from(t.digest.as_slice().ct_eq(d.as_slice()));
-        (same && t.revoked_at.is_none() && self.live(&t.app).is_some()).then_some(&t.app)
+        (same && t.revoked_at.is_none() && self.live(&t.app).is_some()).then_some(t)
     }
 
     /// Checks an app or token change; `has_active_webhooks` answers for an app.

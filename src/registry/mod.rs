@@ -16,7 +16,9 @@
 //!
 //! Each change row carries its own SHA-256 link to the previous change (the registry changes
 //! rarely, so a per-row hash costs nothing that matters), so "who changed this URL, and when" is
-//! an audit query that cannot be quietly edited ([`row`]).
+//! an audit query that cannot be quietly edited ([`row`]). The "who" is the row's actor
+//! ([`actor`]: `operator`, `token:<token id>`, `system:<what>`, `cli`), given with the change
+//! as [`Change::By`] and covered by the link (rows of format 3); rows from before have none.
 //!
 //! Secrets are stored in the change rows (the sender needs them after a restart), sealed by
 //! [`crate::secrets`] when the process has a key ring; they are folded in their stored form
@@ -27,6 +29,7 @@
 //! are folded from the change log at every open (so [`Registry`]'s equality compares the
 //! checkpointed part).
 
+pub mod actor;
 pub mod apps;
 pub mod options;
 mod row;
@@ -42,6 +45,7 @@ use crate::error::LedgerError;
 use crate::ids::{AppUid, WebhookId};
 use crate::ledger::chain::Hash;
 use crate::ledger::record::Timestamp;
+pub use actor::Actor;
 pub use apps::{App, Token};
 pub use options::{OptionsChange, Ordering, WebhookOptions};
 pub use row::{genesis, StoredChange};
@@ -147,11 +151,50 @@ pub enum Change {
         app: AppUid,
         token: Uuid,
     },
+    /// `change`, made by `actor`: how a change reaches the writer, which stores the actor in
+    /// its row ([`actor`]). Every check and fold looks at the bare change ([`Change::bare`]);
+    /// a change read back from its row is bare (the actor is in [`StoredChange::actor`]).
+    By {
+        actor: Actor,
+        change: Box<Change>,
+    },
 }
 
 impl Change {
+    /// This change made by `actor` (an attributed change gets the new actor).
+    pub fn by(self, actor: Actor) -> Self {
+        Change::By {
+            actor,
+            change: Box::new(self.into_bare()),
+        }
+    }
+
+    /// The change without its actor.
+    pub fn bare(&self) -> &Change {
+        match self {
+            Change::By { change, .. } => change.bare(),
+            other => other,
+        }
+    }
+
+    fn into_bare(self) -> Change {
+        match self {
+            Change::By { change, .. } => change.into_bare(),
+            other => other,
+        }
+    }
+
+    /// Who made the change, if it says.
+    pub fn actor(&self) -> Option<&Actor> {
+        match self {
+            Change::By { actor, .. } => Some(actor),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
+            Change::By { change, .. } => change.kind(),
             Change::Created { .. } => "created",
             Change::Updated { .. } => "updated",
             Change::Configured(_) => "configured",
@@ -187,7 +230,7 @@ impl Change {
     /// Whether the change is about an app or a token (its record's `webhook_id` is nil).
     pub fn is_app_change(&self) -> bool {
         matches!(
-            self,
+            self.bare(),
             Change::AppCreated { .. }
                 | Change::AppUpdated { .. }
                 | Change::AppDeleted { .. }
@@ -375,6 +418,7 @@ impl Registry {
 
     /// Checks a change against the current registry without applying it.
     pub fn check(&self, webhook_id: WebhookId, change: &Change) -> Result<(), String> {
+        let change = change.bare();
         if change.is_app_change() {
             return self
                 .apps
@@ -405,7 +449,7 @@ impl Registry {
         }
         self.check(rec.webhook_id, &rec.change).map_err(invalid)?;
         if rec.change.is_app_change() {
-            self.apps.fold(&rec.change, rec.recorded_at);
+            self.apps.fold(rec.change.bare(), rec.recorded_at);
         } else {
             self.fold(rec);
         }
@@ -422,7 +466,7 @@ impl Registry {
             secret,
             app,
             payload_format,
-        } = &rec.change
+        } = rec.change.bare()
         {
             let webhook = Webhook {
                 id: rec.webhook_id,
@@ -456,7 +500,7 @@ impl Registry {
             return;
         };
         w.updated_at = at;
-        match &rec.change {
+        match rec.change.bare() {
             Change::Updated {
                 url,
                 event_types,

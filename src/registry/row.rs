@@ -2,8 +2,11 @@
 //!
 //! Rows of format 1 (webhook changes written before apps) hash exactly as they did and read
 //! back into the `default` app with the standard payload; rows of format 2 add the app, app
-//! name and metadata, token id and digest and payload format to the link, so an edit of any of
-//! them breaks the chain while old files still verify.
+//! name and metadata, token id and digest and payload format to the link; rows of format 3
+//! (written now) add the actor ([`super::actor`]), so an edit of any of them breaks the chain
+//! while old files still verify. A row of format 1 or 2 has no actor; one of format 3 may have
+//! none too (a change committed without one, as benches do), and its link still covers that.
+//! A row reads back into the bare change: its actor is [`StoredChange::actor`].
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -19,7 +22,7 @@ use crate::ledger::stored::{put_opt, put_str};
 pub const AUTO_DISABLED: &str = "auto_disabled";
 
 /// The row format written now.
-pub const CHANGE_FORMAT: u8 = 2;
+pub const CHANGE_FORMAT: u8 = 3;
 
 /// One row of `webhook_changes`, column for column.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +51,8 @@ pub struct StoredChange {
     pub token_digest: Option<Vec<u8>>,
     /// Format 2: `standard` or `raw`.
     pub payload_format: Option<String>,
+    /// Format 3: who made the change (`operator`, `token:<id>`, `system:<what>`, `cli`).
+    pub actor: Option<String>,
     pub hash: Hash,
 }
 
@@ -73,9 +78,12 @@ impl StoredChange {
             token_id: None,
             token_digest: None,
             payload_format: None,
+            actor: rec.change.actor().map(ToString::to_string),
             hash: [0; 32],
         };
-        match &rec.change {
+        match rec.change.bare() {
+            // `bare` never answers an attributed change.
+            Change::By { .. } => {}
             Change::Created {
                 url,
                 event_types,
@@ -199,7 +207,12 @@ impl StoredChange {
                 o.extend_from_slice(v);
             });
             put_opt(&mut buf, self.payload_format.as_deref(), put_str);
-            b"hookledger/change/v2"
+            if self.format_version >= 3 {
+                put_opt(&mut buf, self.actor.as_deref(), put_str);
+                b"hookledger/change/v3"
+            } else {
+                b"hookledger/change/v2"
+            }
         } else {
             b"hookledger/change/v1"
         };
@@ -244,6 +257,13 @@ impl StoredChange {
             }
         };
         let token = || self.token_id.ok_or_else(|| bad("missing token_id"));
+        // A format 1 or 2 link does not cover an actor, so such a row may not carry one.
+        if self.format_version < 3 && self.actor.is_some() {
+            return Err(bad(&format!(
+                "an actor on a row of format {}, which has none",
+                self.format_version
+            )));
+        }
         let change = match self.kind.as_str() {
             "created" => Change::Created {
                 url: self.url.clone().ok_or_else(|| bad("missing url"))?,

@@ -220,6 +220,7 @@ impl Keyring {
                 secret: self.seal(&secret),
                 until,
             },
+            Change::By { actor, change } => self.seal_change(*change).by(actor),
             other => other,
         }
     }

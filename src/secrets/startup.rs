@@ -138,7 +138,8 @@ pub fn plan(
                     Change::SecretResealed {
                         secret: ring.seal(&opened),
                         until: k.until,
-                    },
+                    }
+                    .by(crate::registry::actor::RESEAL),
                 ));
             }
         }

@@ -177,6 +177,6 @@ fn a_file_with_a_newer_schema_exits_2_naming_both_versions() {
     }
     for args in [&["verify"][..], &["state"]] {
         let o = hookledger(args, &t.path);
-        assert_fails(&o, 2, &["schema version 99", "supports (6)"]);
+        assert_fails(&o, 2, &["schema version 99", "supports (7)"]);
     }
 }

@@ -253,12 +253,29 @@ async fn the_console_signs_in_creates_a_webhook_follows_a_delivery_live_and_trav
         t.contains("created") && t.contains("secret_rotated")
     })
     .await;
+    // Who made each change: the operator's session made them all (the "By" column).
+    b.js_until(
+        "const rows = [...document.querySelectorAll('#history tbody tr')]; \
+         const head = [...document.querySelectorAll('#history thead th')].map((t) => t.textContent); \
+         const by = head.indexOf('By'); \
+         return by >= 0 && rows.length >= 2 && rows.every((r) => r.cells[by].textContent === 'operator')",
+        json!(true),
+    )
+    .await;
     let page = b.body_text().await;
     assert!(
         !page.contains(&secret),
         "the first secret is not shown again"
     );
     b.screenshots("webhook").await;
+    // The screenshots are of the whole page: at 390 px this one is taller than the viewport.
+    let png =
+        std::fs::read(super::console_browser::screenshot_dir().join("webhook-390.png")).unwrap();
+    let (_, height) = super::console_browser::png_size(&png);
+    assert!(
+        height > 844,
+        "the webhook page at 390 px is {height} px tall"
+    );
     b.assert_keyboard_ready("webhook").await;
 
     // Time travel: before the publish the delivery is absent; now both are delivered.

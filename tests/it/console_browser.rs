@@ -280,9 +280,42 @@ impl Browser {
         assert!(errors.is_empty(), "console errors on {page}: {errors:#?}");
     }
 
-    /// Saves a PNG of the page as `<target dir>/console-screenshots/NAME.png`.
+    /// A PNG of the whole page, not only the viewport: Chromium's DevTools
+    /// `Page.captureScreenshot` with `captureBeyondViewport`, clipped to the document's size
+    /// from `Page.getLayoutMetrics` (through chromedriver's `goog/cdp/execute`).
+    pub async fn full_page_png(&self) -> Vec<u8> {
+        let metrics = self
+            .client
+            .issue_cmd(Cdp("Page.getLayoutMetrics", json!({})))
+            .await
+            .unwrap();
+        let size = &metrics["cssContentSize"];
+        let (width, height) = (size["width"].as_f64(), size["height"].as_f64());
+        let (Some(width), Some(height)) = (width, height) else {
+            panic!("no content size in {metrics}");
+        };
+        let shot = self
+            .client
+            .issue_cmd(Cdp(
+                "Page.captureScreenshot",
+                json!({
+                    "format": "png",
+                    "captureBeyondViewport": true,
+                    "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+                }),
+            ))
+            .await
+            .unwrap();
+        let data = shot["data"].as_str().expect("a screenshot's data");
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("base64 PNG")
+    }
+
+    /// Saves a full-page PNG of the page as `<target dir>/console-screenshots/NAME.png`.
     pub async fn screenshot(&self, name: &str) {
-        let png = self.client.screenshot().await.unwrap();
+        let png = self.full_page_png().await;
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
@@ -312,6 +345,38 @@ pub fn screenshot_dir() -> PathBuf {
         .and_then(|p| p.parent())
         .map(|t| t.join("console-screenshots"))
         .expect("the binary sits in <target>/<profile>/")
+}
+
+/// A Chromium DevTools command (`cmd` with `params`) through chromedriver's
+/// `POST /session/{id}/goog/cdp/execute`; its answer is the command's result.
+#[derive(Debug)]
+struct Cdp(&'static str, Value);
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _url: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({ "cmd": self.0, "params": self.1 }).to_string()),
+        )
+    }
+}
+
+/// The width and height of a PNG, from its IHDR chunk (bytes 16..24).
+pub fn png_size(png: &[u8]) -> (u32, u32) {
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    (be(&png[16..20]), be(&png[20..24]))
 }
 
 /// chromedriver's `POST /session/{id}/se/log` for the browser console.

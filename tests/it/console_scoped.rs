@@ -28,6 +28,7 @@ async fn a_scoped_session_sees_only_its_own_app() {
             post_json(&http, &format!("{base}/v1/apps/{app}/tokens"), &json!({})).await;
         assert_eq!(status, 201, "{t}");
         let token = t["token_value"].as_str().unwrap().to_owned();
+        let token_id = t["id"].as_str().unwrap().to_owned();
         let url = format!("{receiver}/ok/{app}-hooks");
         let hook = json!({"url": url, "description": format!("{app} orders")});
         let (status, w) = post_json(&http, &format!("{base}/v1/apps/{app}/webhooks"), &hook).await;
@@ -39,10 +40,20 @@ async fn a_scoped_session_sees_only_its_own_app() {
         let (status, e) = post_json(&http, &format!("{base}/v1/apps/{app}/events"), &event).await;
         assert_eq!(status, 202, "{e}");
         api_until(&http, &base, &format!("{webhook}/{event_id}"), "delivered").await;
-        seen.push((app, token, webhook, event_id, url));
+        seen.push((app, token, webhook, event_id, url, token_id));
     }
-    let (_, acme_token, acme_hook, acme_event, acme_url) = seen[0].clone();
-    let (_, _, other_hook, other_event, other_url) = seen[1].clone();
+    let (_, acme_token, acme_hook, acme_event, acme_url, acme_token_id) = seen[0].clone();
+    let (_, _, other_hook, other_event, other_url, _) = seen[1].clone();
+    // acme's own token edits its webhook: the history names that token by its id.
+    let edited = http
+        .patch(format!("{base}/v1/webhooks/{acme_hook}"))
+        .bearer_auth(&acme_token)
+        .header("content-type", "application/json")
+        .body(json!({"description": "acme orders, edited"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(edited.status(), 200);
 
     let leaks = |text: &str| {
         for needle in [
@@ -91,6 +102,21 @@ async fn a_scoped_session_sees_only_its_own_app() {
         t.contains("created") && t.contains(&acme_url)
     })
     .await;
+    // Who: the operator made the webhook, acme's token (by id, never its value) edited it.
+    let by = b
+        .js("const head = [...document.querySelectorAll('#history thead th')].map((t) => t.textContent); \
+             return [...document.querySelectorAll('#history tbody tr')] \
+               .map((r) => r.cells[head.indexOf('By')].textContent)")
+        .await;
+    assert_eq!(
+        by,
+        json!(["operator", format!("token:{acme_token_id}")]),
+        "the history's actors"
+    );
+    assert!(
+        !b.body_text().await.contains(&acme_token),
+        "never the token"
+    );
     b.js_until(
         "const c = document.getElementById('latency-histogram'); return c && c.dataset.total",
         json!("1"),

@@ -1124,6 +1124,7 @@ mod decoding {
                 webhook_id: Uuid::from_u128(id), url, event_types, description, active,
                 secret, previous_until_us, reason, app, name, metadata,
                 token_id: token_id.map(Uuid::from_u128), token_digest, payload_format, hash,
+                actor: None,
             }
         }
     }

@@ -5,6 +5,8 @@ mod common;
 #[macro_use]
 mod pg_common;
 
+mod actor;
+mod actor_pg;
 mod app_routes;
 mod apps;
 mod audit;

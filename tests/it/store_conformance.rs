@@ -686,7 +686,7 @@ fn a_schema_newer_than_this_build_is_refused_naming_both_versions() {
         let store = DuckStore::open(&path, OpenMode::ReadWrite).unwrap();
         store
             .connection()
-            .execute("INSERT INTO schema_migrations (version) VALUES (7)", [])
+            .execute("INSERT INTO schema_migrations (version) VALUES (8)", [])
             .unwrap();
     }
     for mode in [OpenMode::ReadWrite, OpenMode::ReadOnly] {
@@ -695,14 +695,14 @@ fn a_schema_newer_than_this_build_is_refused_naming_both_versions() {
             matches!(
                 err,
                 hookledger::LedgerError::SchemaTooNew {
-                    found: 7,
-                    supported: 6
+                    found: 8,
+                    supported: 7
                 }
             ),
             "{err:?}"
         );
         let text = err.to_string();
-        assert!(text.contains('7') && text.contains('6'), "{text}");
+        assert!(text.contains('8') && text.contains('7'), "{text}");
     }
 }
 
@@ -726,7 +726,7 @@ fn an_older_file_is_migrated_forward_at_open() {
         assert_eq!(store.schema_version().unwrap(), 1);
     }
     let store = DuckStore::open(&path, OpenMode::ReadWrite).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 6);
+    assert_eq!(store.schema_version().unwrap(), 7);
     let n: i64 = store
         .connection()
         .query_row("SELECT count(*) FROM delivery_latest", [], |r| r.get(0))
@@ -783,7 +783,7 @@ fn a_schema_2_file_with_history_migrates_forward_and_still_verifies() {
     t.ledger().checkpoint_now().unwrap();
     t.reopen_with(&options);
     let reader = t.ledger().reader().unwrap();
-    assert_eq!(reader.schema_version().unwrap(), 6);
+    assert_eq!(reader.schema_version().unwrap(), 7);
     let sealed: i64 = reader
         .connection()
         .unwrap()

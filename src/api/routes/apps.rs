@@ -174,10 +174,14 @@ fn metadata_text(m: &serde_json::Map<String, serde_json::Value>) -> ApiResult<St
     Ok(text)
 }
 
-/// Appends one app or token change (its row's webhook id is nil).
-async fn commit_app_change(state: &AppState, change: Change) -> ApiResult<Timestamp> {
+/// Appends one app or token change (its row's webhook id is nil), made by the request's actor.
+async fn commit_app_change(
+    state: &AppState,
+    scope: &Scope,
+    change: Change,
+) -> ApiResult<Timestamp> {
     let commit = Commit {
-        changes: vec![(WebhookId(Uuid::nil()), change)],
+        changes: vec![(WebhookId(Uuid::nil()), change.by(scope.actor()))],
         ..Commit::default()
     };
     Ok(state.engine.ledger().commit(commit).await?.recorded_at)
@@ -226,7 +230,7 @@ async fn create_app(
         metadata,
     };
     precheck(&state, &change)?;
-    commit_app_change(&state, change).await?;
+    commit_app_change(&state, &scope, change).await?;
     Ok((StatusCode::CREATED, SortedJson(app_view(&state, &app)?)))
 }
 
@@ -266,7 +270,7 @@ async fn patch_app(
         metadata,
     };
     precheck(&state, &change)?;
-    commit_app_change(&state, change).await?;
+    commit_app_change(&state, &scope, change).await?;
     Ok(SortedJson(app_view(&state, &app)?))
 }
 
@@ -286,7 +290,7 @@ async fn delete_app(
     let app = scope.app();
     let change = Change::AppDeleted { app: app.clone() };
     precheck(&state, &change)?;
-    commit_app_change(&state, change).await?;
+    commit_app_change(&state, &scope, change).await?;
     Ok(SortedJson(AppDeleted {
         uid: app.to_string(),
         deleted: true,
@@ -345,7 +349,7 @@ async fn issue_token(
         digest,
     };
     precheck(&state, &change)?;
-    commit_app_change(&state, change).await?;
+    commit_app_change(&state, &scope, change).await?;
     let registry = state.engine.ledger().shared().read_registry();
     let token = registry
         .apps()
@@ -395,7 +399,7 @@ async fn revoke_token(
         token: id,
     };
     precheck(&state, &change)?;
-    commit_app_change(&state, change).await?;
+    commit_app_change(&state, &scope, change).await?;
     let registry = state.engine.ledger().shared().read_registry();
     let token = registry.apps().token(&id).map(TokenView::from);
     token

@@ -151,7 +151,7 @@ async fn app_metrics(state: AppState, headers: &HeaderMap, app: &str) -> Result<
         let registry = state.engine.ledger().shared().read_registry();
         let visible = match &caller {
             Caller::Operator => registry.apps().live(&app).is_some(),
-            Caller::App(own) => own == &app,
+            Caller::App(own, _) => own == &app,
         };
         if !visible {
             return Err(no_app(app.as_str()));

@@ -1,13 +1,14 @@
 //! `GET /v1/webhooks/{id}/history` (and under `/v1/apps/{app}`): a webhook's registry history,
 //! every change appended for it in order (created, updated, configured, deactivated, secret
-//! rotated or resealed), with its time, seq and the fields it set: what changed and when.
+//! rotated or resealed), with its time, seq, actor and the fields it set: who changed what,
+//! and when.
 //!
 //! Invariants: read-only; app-aware like the webhook routes (another app's webhook answers 404
 //! as a missing one does); a secret never leaves: the answer is built from the change rows'
 //! public columns only (never `secret` or `token_digest`), so a rotation shows only that it
-//! happened and until when the previous key still signed. The registry records no actor, so
-//! "who" is the change's `reason` where it has one (`deleted through the API`,
-//! `auto_disabled`, ...).
+//! happened and until when the previous key still signed. The actor is the row's, as its chain
+//! link covers it ([`crate::registry::actor`]: `operator`, `token:<token id>`,
+//! `system:<what>`); a change written before actors were recorded shows null.
 
 use aide::axum::routing::get_with;
 use aide::axum::ApiRouter;
@@ -68,6 +69,10 @@ pub struct HistoryEntry {
     description: Option<String>,
     active: Option<bool>,
     payload_format: Option<String>,
+    /// Who made the change: `operator`, `token:<token id>` (an app-scoped token, by id),
+    /// `system:<what>` (hookledger itself, e.g. `system:auto_disable`) or `cli`; null for a
+    /// change recorded before actors were (registry rows of format 1 and 2).
+    actor: Option<String>,
     /// A deactivation's reason.
     reason: Option<String>,
     /// A `configured` change's options, or an auto-disable's evidence (a JSON object as text).
@@ -93,6 +98,7 @@ impl HistoryEntry {
             active: c.active,
             payload_format: c.payload_format,
             reason: c.reason,
+            actor: c.actor,
             details: c.metadata,
             previous_secret_until: c.previous_until_us.and_then(time),
             kind: c.kind,

@@ -237,7 +237,7 @@ async fn create_webhook(
     };
     let mut changes = vec![change];
     changes.extend(OptionsChange::of(options).map(Change::Configured));
-    commit_changes(&state, id, changes, false).await?;
+    commit_changes(&state, &scope, id, changes, false).await?;
     let created = WebhookCreated {
         webhook: registered(&state, &scope, id)?,
         secret: secret.expose(),
@@ -248,24 +248,26 @@ async fn create_webhook(
 /// Appends one registry change (and parks the webhook's pending deliveries when asked).
 async fn commit_change(
     state: &AppState,
+    scope: &Scope,
     id: WebhookId,
     change: Change,
     park: bool,
 ) -> ApiResult<Receipt> {
-    commit_changes(state, id, vec![change], park).await
+    commit_changes(state, scope, id, vec![change], park).await
 }
 
 /// Appends registry changes of one webhook in one commit (and parks its pending deliveries
-/// when asked).
+/// when asked), each made by the request's actor ([`Scope::actor`]).
 async fn commit_changes(
     state: &AppState,
+    scope: &Scope,
     id: WebhookId,
     changes: Vec<Change>,
     park: bool,
 ) -> ApiResult<Receipt> {
     let changes = changes
         .into_iter()
-        .map(|c| (id, state.engine.seal_change(c)))
+        .map(|c| (id, state.engine.seal_change(c).by(scope.actor())))
         .collect();
     let commit = Commit {
         changes,
@@ -349,7 +351,7 @@ async fn delete_webhook(
     let change = Change::Deactivated {
         reason: "deleted through the API".into(),
     };
-    let receipt = commit_change(&state, id, change, true).await?;
+    let receipt = commit_change(&state, &scope, id, change, true).await?;
     Ok(SortedJson(WebhookDeleted {
         id,
         active: false,
@@ -435,7 +437,7 @@ async fn patch_webhook(
     if !options.is_empty() {
         changes.push(Change::Configured(options));
     }
-    commit_changes(&state, id, changes, park).await?;
+    commit_changes(&state, &scope, id, changes, park).await?;
     Ok(SortedJson(registered(&state, &scope, id)?))
 }
 
@@ -462,7 +464,7 @@ async fn rotate_secret(
         secret: secret.clone(),
         previous_until,
     };
-    commit_change(&state, id, change, false).await?;
+    commit_change(&state, &scope, id, change, false).await?;
     Ok(SortedJson(SecretRotated {
         id,
         secret: secret.expose(),

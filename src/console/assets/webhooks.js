@@ -2,7 +2,7 @@
 // and one webhook's page: edit its URL, filters and description, deactivate it, rotate its
 // secret, send a test event, recover dead and parked deliveries in a window; its latest
 // deliveries (newest first, paged by cursor), its latency histogram and failure classes over a
-// chosen window, and its registry history (never a secret).
+// chosen window, and its registry history: who changed what, when (never a secret).
 import { api, get, query, enc } from "./api.js";
 import { h, replace, when, table, field, message, link, deliveryHref, guarded } from "./dom.js";
 import { pager } from "./deliveries.js";
@@ -193,8 +193,10 @@ export async function renderOne(main, ctx, id) {
   async function loadHistory() {
     const data = await guarded(history, () => get(`${base}/history${query({ limit: 100 })}`));
     if (!data) return;
-    replace(history, table("Registry history", ["Seq", "Time", "Change", "What it set", "Reason"],
-      data.data.map((c) => [String(c.seq), when(c.recorded_at), c.kind, whatChanged(c), c.reason ?? ""])),
+    // The actor: `operator`, `token:<id>`, `system:<what>`; "(not recorded)" for old changes.
+    replace(history, table("Registry history", ["Seq", "Time", "By", "Change", "What it set", "Reason"],
+      data.data.map((c) => [String(c.seq), when(c.recorded_at), c.actor ?? "(not recorded)", c.kind,
+        whatChanged(c), c.reason ?? ""])),
     data.next_cursor ? h("p", {}, "(the first 100 changes)") : null);
   }
   const refresh = async () => { await loadRecent(); await loadStats(); await loadHistory(); };

@@ -4,6 +4,7 @@
 //! with its evidence and the parking of its pending deliveries, in one commit.
 
 use super::*;
+use crate::registry::actor::AUTO_DISABLE;
 use crate::registry::Change;
 
 impl Engine {
@@ -75,7 +76,7 @@ impl Engine {
             };
             self.ledger
                 .commit(Commit {
-                    changes: vec![(e.webhook, change)],
+                    changes: vec![(e.webhook, change.by(AUTO_DISABLE))],
                     park: Some((e.webhook, "webhook auto-disabled".to_owned())),
                     ..Commit::default()
                 })

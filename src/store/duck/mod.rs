@@ -45,6 +45,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (4, include_str!("../../../schema/004_apps.sql")),
     (5, include_str!("../../../schema/005_erasure.sql")),
     (6, include_str!("../../../schema/006_filters.sql")),
+    (7, include_str!("../../../schema/007_actor.sql")),
 ];
 
 /// The schema version this build writes and understands.
@@ -249,7 +250,7 @@ impl DuckStore {
     fn append_changes(&self, changes: &[StoredChange]) -> duckdb::Result<()> {
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO webhook_changes VALUES \
-             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )?;
         for c in changes {
             stmt.execute(params![
@@ -272,6 +273,7 @@ impl DuckStore {
                 c.token_id,
                 c.token_digest,
                 c.payload_format,
+                c.actor,
             ])?;
         }
         Ok(())
@@ -461,11 +463,17 @@ impl Store for DuckStore {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT seq, epoch_us(recorded_at), format_version, kind, webhook_id::VARCHAR, url, \
              event_types, description, active, secret, epoch_us(previous_until), reason, hash, \
-             {} FROM webhook_changes ORDER BY seq",
+             {}, {} FROM webhook_changes ORDER BY seq",
             if self.schema >= 4 {
                 "app, name, metadata, token_id::VARCHAR, token_digest, payload_format"
             } else {
                 "NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::BLOB, NULL::VARCHAR"
+            },
+            // Schema 7 adds the actor (`schema/007_actor.sql`).
+            if self.schema >= 7 {
+                "actor"
+            } else {
+                "NULL::VARCHAR"
             }
         ))?;
         let rows = stmt.query_map([], |r| {
@@ -493,6 +501,7 @@ impl Store for DuckStore {
                     .and_then(|t| Uuid::parse_str(&t).ok()),
                 token_digest: r.get(17)?,
                 payload_format: r.get(18)?,
+                actor: r.get(19)?,
             })
         })?;
         Ok(rows.collect::<duckdb::Result<_>>()?)

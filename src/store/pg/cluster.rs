@@ -72,8 +72,8 @@ pub(super) fn leased(h: &mut Held, node: Uuid) -> Result<u64> {
     Ok(mask)
 }
 
-pub(super) fn changes_after(h: &mut Held, seq: u64) -> Result<Vec<StoredChange>> {
-    Ok(super::records::changes(h)?
+pub(super) fn changes_after(h: &mut Held, schema: u32, seq: u64) -> Result<Vec<StoredChange>> {
+    Ok(super::records::changes(h, schema)?
         .into_iter()
         .filter(|c| c.seq > seq)
         .collect())

@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../../schema/pg/001_ledger.sql")),
     (2, include_str!("../../../schema/pg/002_audit_views.sql")),
     (3, include_str!("../../../schema/pg/003_cluster.sql")),
+    (4, include_str!("../../../schema/pg/004_actor.sql")),
 ];
 
 /// The advisory lock key migrations hold ("hookledg" as a big-endian i64).

@@ -324,7 +324,8 @@ impl Store for PgStore {
     }
 
     fn changes(&self) -> Result<Vec<StoredChange>> {
-        self.with(records::changes)
+        let schema = self.schema;
+        self.with(|h| records::changes(h, schema))
     }
 
     fn page(
@@ -493,7 +494,8 @@ impl Store for PgStore {
     }
 
     fn changes_after(&self, seq: u64) -> Result<Vec<StoredChange>> {
-        self.with(|h| cluster::changes_after(h, seq))
+        let schema = self.schema;
+        self.with(|h| cluster::changes_after(h, schema, seq))
     }
 
     fn leased_partitions(&self, node: uuid::Uuid) -> Result<Option<u64>> {

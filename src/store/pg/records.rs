@@ -41,8 +41,8 @@ const INSERT_LINK: &str =
 
 const INSERT_CHANGE: &str = "INSERT INTO webhook_changes (seq, recorded_at, format_version, \
      kind, webhook_id, url, event_types, description, active, secret, previous_until, reason, \
-     hash, app, name, metadata, token_id, token_digest, payload_format) VALUES \
-     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
+     hash, app, name, metadata, token_id, token_digest, payload_format, actor) VALUES \
+     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
 
 const UPSERT_SETTING: &str = "INSERT INTO settings (name, value) VALUES ($1, $2) \
      ON CONFLICT (name) DO UPDATE SET value = excluded.value";
@@ -114,6 +114,7 @@ pub(super) fn commit(h: &mut Held, batch: &CommitBatch) -> Result<()> {
                 &c.token_id,
                 &c.token_digest,
                 &c.payload_format,
+                &c.actor,
             ],
         )?;
     }
@@ -259,11 +260,18 @@ pub(super) fn history(h: &mut Held, key: DeliveryKey) -> Result<Vec<StoredRecord
         .collect()
 }
 
-pub(super) fn changes(h: &mut Held) -> Result<Vec<StoredChange>> {
+/// Every registry change row; `schema` is the database's version (schema 4 adds the actor,
+/// `schema/pg/004_actor.sql`; an older database read without migrating has none).
+pub(super) fn changes(h: &mut Held, schema: u32) -> Result<Vec<StoredChange>> {
     const SQL: &str = "SELECT seq, recorded_at, format_version, kind, webhook_id, url, \
          event_types, description, active, secret, previous_until, reason, hash, app, name, \
-         metadata, token_id, token_digest, payload_format FROM webhook_changes ORDER BY seq";
-    let stmt = h.prepared(SQL)?;
+         metadata, token_id, token_digest, payload_format, actor FROM webhook_changes \
+         ORDER BY seq";
+    const SQL_3: &str = "SELECT seq, recorded_at, format_version, kind, webhook_id, url, \
+         event_types, description, active, secret, previous_until, reason, hash, app, name, \
+         metadata, token_id, token_digest, payload_format, NULL::text FROM webhook_changes \
+         ORDER BY seq";
+    let stmt = h.prepared(if schema >= 4 { SQL } else { SQL_3 })?;
     h.client
         .query(&stmt, &[])?
         .iter()
@@ -293,6 +301,7 @@ pub(super) fn changes(h: &mut Held) -> Result<Vec<StoredChange>> {
                 token_id: r.try_get(16)?,
                 token_digest: r.try_get(17)?,
                 payload_format: r.try_get(18)?,
+                actor: r.try_get(19)?,
             })
         })
         .collect()
