@@ -322,10 +322,19 @@ impl Browser {
     }
 
     /// Screenshots of the current page at 1280 and at 390 pixels wide (then back to 1280).
+    /// At 390 the page must fit the window's width: only a table may scroll, inside its box.
     pub async fn screenshots(&mut self, name: &str) {
         self.screenshot(&format!("{name}-1280")).await;
         self.size(390, 844).await;
         self.screenshot(&format!("{name}-390")).await;
+        let widths = self
+            .js("const d = document.documentElement; return [d.scrollWidth, d.clientWidth];")
+            .await;
+        let (page, window) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+        assert!(
+            page <= window,
+            "{name} at 390 px is {page} px wide in a window of {window}"
+        );
         self.size(1280, 900).await;
     }
 
