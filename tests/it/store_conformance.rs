@@ -469,6 +469,8 @@ fn a_failed_commit_writes_nothing(store: &mut dyn Store) {
     store.commit(&second).unwrap();
     assert_eq!(store.last_seq().unwrap(), 3);
     assert_eq!(store.changes().unwrap().len(), 1);
+    assert_eq!(store.changes_after(0).unwrap(), store.changes().unwrap());
+    assert_eq!(store.changes_after(1).unwrap(), vec![], "after its own seq");
     assert_eq!(store.setting("api_token").unwrap().as_deref(), Some("t2"));
 }
 

@@ -90,7 +90,7 @@ pub fn of_change(rec: &ChangeRecord, operational: impl Fn(&WebhookId) -> bool) -
     if rec.change.is_app_change() || operational(&rec.webhook_id) {
         return None;
     }
-    let (kind, detail, last_error) = match &rec.change {
+    let (kind, detail, last_error) = match rec.change.bare() {
         Change::Created {
             url, event_types, ..
         } => (

@@ -14,7 +14,6 @@ use uuid::Uuid;
 use super::{Held, PgStore};
 use crate::cluster::{self, LeasePlan, LeaseRow};
 use crate::error::{LedgerError, Result};
-use crate::registry::StoredChange;
 use crate::store::Heads;
 
 /// The advisory lock every commit holds: this class ("hlcm") and the hash of the schema the
@@ -70,13 +69,6 @@ pub(super) fn leased(h: &mut Held, node: Uuid) -> Result<u64> {
         }
     }
     Ok(mask)
-}
-
-pub(super) fn changes_after(h: &mut Held, schema: u32, seq: u64) -> Result<Vec<StoredChange>> {
-    Ok(super::records::changes(h, schema)?
-        .into_iter()
-        .filter(|c| c.seq > seq)
-        .collect())
 }
 
 /// One lease round's outcome.

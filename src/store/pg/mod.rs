@@ -495,7 +495,7 @@ impl Store for PgStore {
 
     fn changes_after(&self, seq: u64) -> Result<Vec<StoredChange>> {
         let schema = self.schema;
-        self.with(|h| cluster::changes_after(h, schema, seq))
+        self.with(|h| records::changes_after(h, schema, seq))
     }
 
     fn leased_partitions(&self, node: uuid::Uuid) -> Result<Option<u64>> {

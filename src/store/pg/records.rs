@@ -263,17 +263,23 @@ pub(super) fn history(h: &mut Held, key: DeliveryKey) -> Result<Vec<StoredRecord
 /// Every registry change row; `schema` is the database's version (schema 4 adds the actor,
 /// `schema/pg/004_actor.sql`; an older database read without migrating has none).
 pub(super) fn changes(h: &mut Held, schema: u32) -> Result<Vec<StoredChange>> {
+    changes_after(h, schema, 0)
+}
+
+/// The changes after `after`, through the primary key (change seqs start at 1).
+pub(super) fn changes_after(h: &mut Held, schema: u32, after: u64) -> Result<Vec<StoredChange>> {
     const SQL: &str = "SELECT seq, recorded_at, format_version, kind, webhook_id, url, \
          event_types, description, active, secret, previous_until, reason, hash, app, name, \
          metadata, token_id, token_digest, payload_format, actor FROM webhook_changes \
-         ORDER BY seq";
+         WHERE seq > $1 ORDER BY seq";
     const SQL_3: &str = "SELECT seq, recorded_at, format_version, kind, webhook_id, url, \
          event_types, description, active, secret, previous_until, reason, hash, app, name, \
          metadata, token_id, token_digest, payload_format, NULL::text FROM webhook_changes \
-         ORDER BY seq";
+         WHERE seq > $1 ORDER BY seq";
     let stmt = h.prepared(if schema >= 4 { SQL } else { SQL_3 })?;
+    let after = after.min(i64::MAX as u64) as i64;
     h.client
-        .query(&stmt, &[])?
+        .query(&stmt, &[&after])?
         .iter()
         .map(|r| {
             let recorded: chrono::DateTime<chrono::Utc> = r.try_get(1)?;
