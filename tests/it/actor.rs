@@ -8,13 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookledger::api::{self, AppState};
 use hookledger::clock::ManualClock;
 use hookledger::delivery::backoff::RetrySchedule;
 use hookledger::delivery::engine::{Engine, EngineConfig, OpsConfig, Publish};
-use hookledger::delivery::guard::EgressPolicy;
 use hookledger::delivery::health::DisablePolicy;
-use hookledger::delivery::sender::{Sender, SenderConfig};
+use hookledger::delivery::sender::SenderConfig;
 use hookledger::delivery::signing::Secret;
 use hookledger::ids::{AppUid, WebhookId};
 use hookledger::ledger::verify::{verify, Log, Verdict};
@@ -25,6 +23,8 @@ use hookledger::store::duck::{DuckStore, OpenMode};
 use hookledger::store::Store;
 use reqwest::Method;
 use serde_json::{json, Value};
+
+use crate::common::{loopback_sender, serve_api};
 
 use crate::ops_common::Receiver;
 
@@ -43,12 +43,7 @@ impl Api {
     async fn start(db: &Path) -> Self {
         let clock = ManualClock::at_epoch();
         let ledger = Arc::new(Ledger::open(db, Arc::new(clock.clone())).unwrap());
-        let egress = Arc::new(EgressPolicy::parse_allowlist("127.0.0.1").unwrap());
-        let sender = Sender::new(SenderConfig {
-            egress: egress.clone(),
-            ..SenderConfig::default()
-        })
-        .unwrap();
+        let (sender, egress) = loopback_sender(SenderConfig::default());
         let config = EngineConfig {
             schedule: RetrySchedule::parse("1d,1d,1d,1d,1d,1d,1d,1d").unwrap(),
             ..EngineConfig::default()
@@ -61,16 +56,7 @@ impl Api {
             },
         };
         let engine = Engine::with_ops(ledger, sender, Arc::new(clock.clone()), config, ops);
-        let state = AppState {
-            engine: engine.clone(),
-            egress,
-            token: Arc::new(OPERATOR.to_owned()),
-            sql_url: None,
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let router = api::router(state, api::DEFAULT_MAX_PAYLOAD);
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let base = serve_api(&engine, egress, OPERATOR).await;
         Self {
             base,
             client: reqwest::Client::new(),

@@ -6,15 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookledger::api::{self, AppState};
 use hookledger::clock::SystemClock;
 use hookledger::delivery::engine::{Engine, EngineConfig};
-use hookledger::delivery::guard::EgressPolicy;
-use hookledger::delivery::sender::{Sender, SenderConfig};
+use hookledger::delivery::sender::SenderConfig;
 use hookledger::ledger::Ledger;
 use hookledger::store::Store;
 use reqwest::Method;
 use serde_json::{json, Value};
+
+use crate::common::{loopback_sender, serve_api};
 
 use super::apps::Receiver;
 
@@ -31,29 +31,17 @@ impl Api {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(&dir.path().join("apps.duckdb"), Arc::new(SystemClock)).unwrap();
-        let egress = Arc::new(EgressPolicy::parse_allowlist("127.0.0.1").unwrap());
-        let sender = Sender::new(SenderConfig {
+        let (sender, egress) = loopback_sender(SenderConfig {
             attempt_timeout: Duration::from_secs(5),
-            egress: egress.clone(),
             ..SenderConfig::default()
-        })
-        .unwrap();
+        });
         let engine = Engine::new(
             Arc::new(ledger),
             sender,
             Arc::new(SystemClock),
             EngineConfig::default(),
         );
-        let state = AppState {
-            engine: engine.clone(),
-            egress,
-            token: Arc::new(OPERATOR.to_owned()),
-            sql_url: None,
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let router = api::router(state, api::DEFAULT_MAX_PAYLOAD);
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let base = serve_api(&engine, egress, OPERATOR).await;
         Self {
             base,
             client: reqwest::Client::new(),

@@ -207,3 +207,43 @@ macro_rules! snapshot {
         })
     };
 }
+
+/// A sender that may reach 127.0.0.1 (where tests run their receivers) with `config`'s other
+/// settings, and the egress policy the API checks webhook URLs with.
+pub fn loopback_sender(
+    config: hookledger::delivery::sender::SenderConfig,
+) -> (
+    hookledger::delivery::sender::Sender,
+    Arc<hookledger::delivery::guard::EgressPolicy>,
+) {
+    let egress =
+        Arc::new(hookledger::delivery::guard::EgressPolicy::parse_allowlist("127.0.0.1").unwrap());
+    let sender =
+        hookledger::delivery::sender::Sender::new(hookledger::delivery::sender::SenderConfig {
+            egress: egress.clone(),
+            ..config
+        })
+        .unwrap();
+    (sender, egress)
+}
+
+/// The real API router over `engine`, with `token` as the operator token, served in process
+/// on 127.0.0.1 port 0: its base URL.
+pub async fn serve_api(
+    engine: &Arc<hookledger::delivery::engine::Engine>,
+    egress: Arc<hookledger::delivery::guard::EgressPolicy>,
+    token: &str,
+) -> String {
+    use hookledger::api;
+    let state = api::AppState {
+        engine: engine.clone(),
+        egress,
+        token: Arc::new(token.to_owned()),
+        sql_url: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = api::router(state, api::DEFAULT_MAX_PAYLOAD);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    base
+}

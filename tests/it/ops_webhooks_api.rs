@@ -5,14 +5,14 @@
 
 use std::sync::Arc;
 
-use hookledger::api::{self, AppState};
 use hookledger::clock::SystemClock;
 use hookledger::delivery::engine::{Engine, EngineConfig};
-use hookledger::delivery::guard::EgressPolicy;
-use hookledger::delivery::sender::{Sender, SenderConfig};
+use hookledger::delivery::sender::SenderConfig;
 use hookledger::ledger::Ledger;
 use reqwest::Method;
 use serde_json::{json, Value};
+
+use crate::common::{loopback_sender, serve_api};
 
 const OPERATOR: &str = "operator-token-ops-9d2e";
 
@@ -27,28 +27,14 @@ impl Api {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(&dir.path().join("o.duckdb"), Arc::new(SystemClock)).unwrap();
-        let egress = Arc::new(EgressPolicy::parse_allowlist("127.0.0.1").unwrap());
-        let sender = Sender::new(SenderConfig {
-            egress: egress.clone(),
-            ..SenderConfig::default()
-        })
-        .unwrap();
+        let (sender, egress) = loopback_sender(SenderConfig::default());
         let engine = Engine::new(
             Arc::new(ledger),
             sender,
             Arc::new(SystemClock),
             EngineConfig::default(),
         );
-        let state = AppState {
-            engine: engine.clone(),
-            egress,
-            token: Arc::new(OPERATOR.to_owned()),
-            sql_url: None,
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let router = api::router(state, api::DEFAULT_MAX_PAYLOAD);
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let base = serve_api(&engine, egress, OPERATOR).await;
         Self {
             base,
             client: reqwest::Client::new(),
