@@ -395,7 +395,7 @@ async fn drive(at: &Location, spec: Spec, progress: &mut dyn FnMut(&str)) -> Res
     let opened = {
         let (at, clock) = (at.clone(), clock.clone());
         tokio::task::spawn_blocking(move || {
-            Ledger::open_at(&at, clock, &crate::ledger::LedgerOptions::default())
+            Ledger::open_at(&at, clock, &crate::ledger::LedgerOptions::from_env()?)
         })
         .await
         .map_err(|e| LedgerError::Invalid(e.to_string()))??

@@ -68,9 +68,15 @@ pub struct Shared {
     options: LedgerOptions,
     /// This node's place among several on one database (`None`: the only writer).
     cluster: std::sync::OnceLock<Arc<crate::cluster::Membership>>,
+    /// Checkpoints the writer's store took while its queue was empty ([`Store::idle`]).
+    idle_checkpoints: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
+    pub(crate) fn note_idle_checkpoint(&self) {
+        self.idle_checkpoints
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     pub fn read_projection(&self) -> RwLockReadGuard<'_, Projection> {
         self.projection.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -203,6 +209,9 @@ pub struct LedgerOptions {
     pub use_checkpoints: bool,
     /// Events per bucket of the events table (see `store/duck/buckets.rs`).
     pub bucket_events: u64,
+    /// DuckDB: the WAL size in MiB from which the writer checkpoints when its queue is empty
+    /// (0: only DuckDB's own checkpoint at 16 MB; see [`crate::store::Store::idle`]).
+    pub idle_checkpoint_mb: u64,
 }
 
 /// Records between two projection checkpoints, by default.
@@ -210,7 +219,7 @@ pub const DEFAULT_CHECKPOINT_EVERY: u64 = 100_000;
 
 impl LedgerOptions {
     /// The defaults, with `HOOKLEDGER_CHECKPOINT_EVERY` (records between checkpoints; 0 turns
-    /// them off) applied.
+    /// them off) and `HOOKLEDGER_DUCKDB_IDLE_CHECKPOINT_MB` (0 to 16) applied.
     pub fn from_env() -> Result<Self> {
         let mut options = Self::default();
         if let Ok(v) = std::env::var("HOOKLEDGER_CHECKPOINT_EVERY") {
@@ -218,6 +227,18 @@ impl LedgerOptions {
                 LedgerError::Invalid(format!("HOOKLEDGER_CHECKPOINT_EVERY=`{v}` is not a number"))
             })?;
             options.checkpoint_every = (n > 0).then_some(n);
+        }
+        if let Ok(v) = std::env::var("HOOKLEDGER_DUCKDB_IDLE_CHECKPOINT_MB") {
+            options.idle_checkpoint_mb = v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|mb| *mb <= 16)
+                .ok_or_else(|| {
+                    LedgerError::Invalid(format!(
+                        "HOOKLEDGER_DUCKDB_IDLE_CHECKPOINT_MB=`{v}`: a whole number of MiB from 0 (off) to 16"
+                    ))
+                })?;
         }
         Ok(options)
     }
@@ -229,6 +250,7 @@ impl Default for LedgerOptions {
             checkpoint_every: Some(DEFAULT_CHECKPOINT_EVERY),
             use_checkpoints: true,
             bucket_events: crate::store::duck::DEFAULT_BUCKET_EVENTS,
+            idle_checkpoint_mb: crate::store::duck::DEFAULT_IDLE_CHECKPOINT_MB,
         }
     }
 }
@@ -267,6 +289,7 @@ impl Ledger {
     ) -> Result<Self> {
         let mut store = AnyStore::open(location, OpenMode::ReadWrite)?;
         store.set_bucket_events(options.bucket_events);
+        store.set_idle_checkpoint_mb(options.idle_checkpoint_mb);
         let started = Instant::now();
         let loaded = Loaded::from_store(&store, options.use_checkpoints)?;
         store.use_one_thread()?;
@@ -286,6 +309,7 @@ impl Ledger {
             storage_error: Mutex::new(None),
             options: options.clone(),
             cluster: std::sync::OnceLock::new(),
+            idle_checkpoints: Default::default(),
         });
         let listening = match &store {
             AnyStore::Pg(pg) => Some(pg.reader()?),
@@ -336,6 +360,13 @@ impl Ledger {
     /// every `checkpoint_every` records); its seq, or `None` for an empty ledger.
     pub fn checkpoint_now(&self) -> Result<Option<u64>> {
         checkpoint::checkpointer::write_now(&self.shared, &self.checkpoint_stats)
+    }
+
+    /// How many DuckDB checkpoints the writer took while its queue was empty.
+    pub fn idle_checkpoints(&self) -> u64 {
+        self.shared
+            .idle_checkpoints
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What the checkpointer has done so far.

@@ -113,6 +113,7 @@ impl Writer {
 fn reopen_store(location: &Location, options: &LedgerOptions) -> Result<(AnyStore, Loaded)> {
     let mut store = AnyStore::open(location, OpenMode::ReadWrite)?;
     store.set_bucket_events(options.bucket_events);
+    store.set_idle_checkpoint_mb(options.idle_checkpoint_mb);
     let loaded = Loaded::from_store(&store, options.use_checkpoints)?;
     store.use_one_thread()?;
     Ok((store, loaded))

@@ -124,8 +124,21 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// Takes batches until every sender is gone; whenever the queue is empty, gives the store
+    /// its idle work ([`Store::idle`]) before it waits.
     pub fn run(mut self, rx: Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
+        loop {
+            let first = match rx.try_recv() {
+                Ok(r) => r,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    self.idle();
+                    match rx.recv() {
+                        Ok(r) => r,
+                        Err(_) => break,
+                    }
+                }
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_COMMITS_PER_BATCH {
                 match rx.try_recv() {
@@ -134,6 +147,18 @@ impl Writer {
                 }
             }
             self.process_shared(batch);
+        }
+    }
+
+    /// The store's idle work, unless the writer is waiting to reopen it.
+    fn idle(&mut self) {
+        if self.reopen.is_some() {
+            return;
+        }
+        match self.store.idle() {
+            Ok(true) => self.shared.note_idle_checkpoint(),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "idle work failed"),
         }
     }
 

@@ -348,6 +348,7 @@ mod tests {
         for t in [
             "settings",
             "projection_checkpoints",
+            "checkpoint_body_1",
             "events_",
             "events_x1",
             "x",

@@ -103,6 +103,13 @@ impl AnyStore {
         }
     }
 
+    /// DuckDB's idle checkpoint threshold in MiB (PostgreSQL checkpoints by itself).
+    pub fn set_idle_checkpoint_mb(&mut self, mb: u64) {
+        if let Self::Duck(s) = self {
+            s.set_idle_checkpoint_mb(mb);
+        }
+    }
+
     /// DuckDB's one-thread setting after the startup fold (nothing on PostgreSQL).
     pub fn use_one_thread(&self) -> Result<()> {
         match self {
@@ -313,6 +320,9 @@ impl Store for AnyStore {
     }
     fn expunge_of(&self, event: EventId) -> Result<Option<crate::ledger::expunge::StoredExpunge>> {
         self.inner().expunge_of(event)
+    }
+    fn idle(&mut self) -> Result<bool> {
+        self.inner_mut().idle()
     }
     fn lock_commits(&mut self) -> Result<bool> {
         self.inner_mut().lock_commits()

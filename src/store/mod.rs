@@ -286,6 +286,14 @@ pub trait Store: Send {
     /// The fact of `event`'s expunge, if its body was erased (for answers and trails).
     fn expunge_of(&self, event: EventId) -> Result<Option<crate::ledger::expunge::StoredExpunge>>;
 
+    /// What the writer does when its queue is empty, off every commit's path: on DuckDB, a
+    /// checkpoint once the WAL has grown past `HOOKLEDGER_DUCKDB_IDLE_CHECKPOINT_MB`, so that
+    /// the one DuckDB runs by itself (at 16 MB, inside the commit that crosses it) rarely comes
+    /// due. Never needed for correctness; `true` when it did some work.
+    fn idle(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Several writers (PostgreSQL, see `crate::cluster`): takes the lock that serialises
     /// commits across processes, held until [`Store::unlock_commits`]. `false`: this store has
     /// one writer (DuckDB), there is nothing to lock and nothing to catch up.

@@ -145,7 +145,7 @@ fn a_file_with_filters_inside_event_buckets_migrates_and_recognises_its_ids() {
         ledger: Some(ledger),
     };
     let reader = t.ledger().reader().unwrap();
-    assert_eq!(reader.schema_version().unwrap(), 7);
+    assert_eq!(reader.schema_version().unwrap(), 8);
     let verdict = t.ledger().verify().unwrap();
     assert!(verdict.ok(), "{verdict}");
     {

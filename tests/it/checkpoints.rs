@@ -144,10 +144,7 @@ fn replace_checkpoint(t: &TestLedger, edit: impl FnOnce(&mut StoredCheckpoint)) 
     let mut store = DuckStore::open(&t.path, OpenMode::ReadWrite).unwrap();
     let mut row = store.checkpoints_at(9).unwrap().remove(0);
     edit(&mut row);
-    store
-        .connection()
-        .execute_batch("DELETE FROM projection_checkpoints")
-        .unwrap();
+    assert_eq!(store.delete_checkpoints(&[9]).unwrap(), 1);
     store.append_checkpoint(&row).unwrap();
 }
 

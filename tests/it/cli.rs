@@ -177,6 +177,26 @@ fn a_file_with_a_newer_schema_exits_2_naming_both_versions() {
     }
     for args in [&["verify"][..], &["state"]] {
         let o = hookledger(args, &t.path);
-        assert_fails(&o, 2, &["schema version 99", "supports (7)"]);
+        assert_fails(&o, 2, &["schema version 99", "supports (8)"]);
+    }
+}
+
+#[test]
+fn serve_refuses_an_idle_checkpoint_threshold_out_of_range_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.duckdb");
+    for bad in ["17", "-1", "four"] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_hookledger"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(&path)
+            .env("HOOKLEDGER_API_TOKEN", "cli-test-token-0123456789abcdef")
+            .env("HOOKLEDGER_DUCKDB_IDLE_CHECKPOINT_MB", bad)
+            .output()
+            .expect("run hookledger");
+        assert_fails(
+            &o,
+            2,
+            &["HOOKLEDGER_DUCKDB_IDLE_CHECKPOINT_MB", bad, "0 (off) to 16"],
+        );
     }
 }

@@ -12,6 +12,7 @@ mod apps;
 mod audit;
 mod bench;
 mod buckets;
+mod checkpoint_tables;
 mod checkpoints;
 mod cli;
 mod console;

@@ -52,7 +52,7 @@ async fn an_old_file_migrates_verifies_and_is_the_default_apps() {
     let clock = ManualClock::at_epoch();
     let ledger = Arc::new(Ledger::open(&path, Arc::new(clock.clone())).unwrap());
     let reader = ledger.reader().unwrap();
-    assert_eq!(reader.schema_version().unwrap(), 7);
+    assert_eq!(reader.schema_version().unwrap(), 8);
     let verdict = ledger.verify().unwrap();
     assert!(verdict.ok(), "{verdict}");
     let hooks: Vec<_> = {

@@ -688,7 +688,7 @@ fn a_schema_newer_than_this_build_is_refused_naming_both_versions() {
         let store = DuckStore::open(&path, OpenMode::ReadWrite).unwrap();
         store
             .connection()
-            .execute("INSERT INTO schema_migrations (version) VALUES (8)", [])
+            .execute("INSERT INTO schema_migrations (version) VALUES (9)", [])
             .unwrap();
     }
     for mode in [OpenMode::ReadWrite, OpenMode::ReadOnly] {
@@ -697,14 +697,14 @@ fn a_schema_newer_than_this_build_is_refused_naming_both_versions() {
             matches!(
                 err,
                 hookledger::LedgerError::SchemaTooNew {
-                    found: 8,
-                    supported: 7
+                    found: 9,
+                    supported: 8
                 }
             ),
             "{err:?}"
         );
         let text = err.to_string();
-        assert!(text.contains('8') && text.contains('7'), "{text}");
+        assert!(text.contains('9') && text.contains('8'), "{text}");
     }
 }
 
@@ -721,14 +721,14 @@ fn an_older_file_is_migrated_forward_at_open() {
                 "DROP VIEW delivery_history CASCADE; DROP VIEW IF EXISTS delivery_latest; \
                  DROP VIEW attempt_outcomes; DROP VIEW webhook_history; \
                  DROP VIEW events_all; DROP TABLE event_buckets; \
-                 DROP TABLE projection_checkpoints; \
+                 DROP TABLE projection_checkpoints; DROP SEQUENCE checkpoint_ids; \
                  DELETE FROM schema_migrations WHERE version >= 2;",
             )
             .unwrap();
         assert_eq!(store.schema_version().unwrap(), 1);
     }
     let store = DuckStore::open(&path, OpenMode::ReadWrite).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 7);
+    assert_eq!(store.schema_version().unwrap(), 8);
     let n: i64 = store
         .connection()
         .query_row("SELECT count(*) FROM delivery_latest", [], |r| r.get(0))
@@ -755,7 +755,7 @@ fn a_schema_2_file_with_history_migrates_forward_and_still_verifies() {
         store
             .connection()
             .execute_batch(
-                "DROP VIEW events_all; DROP TABLE event_buckets;                  DROP TABLE projection_checkpoints;                  DELETE FROM schema_migrations WHERE version >= 3;",
+                "DROP VIEW events_all; DROP TABLE event_buckets;                  DROP TABLE projection_checkpoints;                  DROP SEQUENCE checkpoint_ids;                  DELETE FROM schema_migrations WHERE version >= 3;",
             )
             .unwrap();
         assert_eq!(store.schema_version().unwrap(), 2);
@@ -785,7 +785,7 @@ fn a_schema_2_file_with_history_migrates_forward_and_still_verifies() {
     t.ledger().checkpoint_now().unwrap();
     t.reopen_with(&options);
     let reader = t.ledger().reader().unwrap();
-    assert_eq!(reader.schema_version().unwrap(), 7);
+    assert_eq!(reader.schema_version().unwrap(), 8);
     let sealed: i64 = reader
         .connection()
         .unwrap()

@@ -4,7 +4,8 @@
 //! A checkpoint is one row of `projection_checkpoints`: the seq it was taken at (always the
 //! end of a committed batch), the chain hash of the link ending at that seq, the time of that
 //! record, the body format, the body ([`codec`]: live deliveries, counters, the registry) and a
-//! digest over all of them ([`digest`]).
+//! digest over all of them ([`digest`]). (A DuckDB file keeps the body in a table of its own
+//! beside the row: `store/duck/checkpoints.rs` says why.)
 //!
 //! Invariant: a checkpoint is never a source of truth. It is used only when its format is
 //! known, its digest matches, a link of the chain ends at its seq with its hash, its body

@@ -6,12 +6,14 @@
 //! run time, so no static SQL names them all) and rebuilds `events_all` over them; schema 5
 //! likewise adds `body_digest` and lets `body` be NULL (an expunged body) in every bucket.
 //! Schema 6 first gives every sealed bucket its own filter table, rebuilt from its ids
-//! (`filters.rs`), then drops `event_buckets.filter`. No event row is rewritten: old events
+//! (`filters.rs`), then drops `event_buckets.filter`. Schema 8 moves each projection checkpoint's
+//! body into a table of its own after its SQL made the new `projection_checkpoints`
+//! (`checkpoints.rs`). No event row is rewritten: old events
 //! keep their link version (see `crate::ledger::chain`).
 
 use duckdb::{params, Connection};
 
-use super::{buckets, filters, supported_schema, DuckStore, OpenMode, MIGRATIONS};
+use super::{buckets, checkpoints, filters, supported_schema, DuckStore, OpenMode, MIGRATIONS};
 use crate::error::{LedgerError, Result};
 
 /// The event columns schema 4 adds to every bucket, in table order.
@@ -43,6 +45,9 @@ impl DuckStore {
                 filters::move_to_tables(&tx)?;
             }
             tx.execute_batch(sql)?;
+            if *version == checkpoints::SCHEMA {
+                checkpoints::move_to_tables(&tx)?;
+            }
             tx.execute(
                 "INSERT INTO schema_migrations (version) VALUES (?)",
                 params![version],

@@ -23,6 +23,7 @@ use crate::registry::StoredChange;
 /// The numbered schema files, applied in order. The database records the highest applied.
 mod arrow_scan;
 mod buckets;
+mod checkpoints;
 mod checks;
 mod events;
 mod expunges;
@@ -46,6 +47,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (5, include_str!("../../../schema/005_erasure.sql")),
     (6, include_str!("../../../schema/006_filters.sql")),
     (7, include_str!("../../../schema/007_actor.sql")),
+    (8, include_str!("../../../schema/008_checkpoint_tables.sql")),
 ];
 
 /// The schema version this build writes and understands.
@@ -73,7 +75,15 @@ pub struct DuckStore {
     schema: u32,
     /// The event buckets as the writer sees them (read-write opens); readers ask the file.
     buckets: Option<Buckets>,
+    /// WAL bytes from which [`Store::idle`] checkpoints (0: never; the writer's setting).
+    idle_checkpoint_bytes: u64,
 }
+
+/// The WAL size (MiB) from which the writer checkpoints when idle, unless
+/// `HOOKLEDGER_DUCKDB_IDLE_CHECKPOINT_MB` says otherwise (0 turns it off; at most 16). Below DuckDB's own
+/// 16 MB `wal_autocheckpoint`, so that a checkpoint is mostly taken when no commit waits, and a
+/// smaller WAL is a shorter checkpoint.
+pub const DEFAULT_IDLE_CHECKPOINT_MB: u64 = 4;
 
 impl DuckStore {
     pub fn open(path: &Path, mode: OpenMode) -> Result<Self> {
@@ -97,6 +107,7 @@ impl DuckStore {
             path: path.to_owned(),
             schema: 0,
             buckets: None,
+            idle_checkpoint_bytes: DEFAULT_IDLE_CHECKPOINT_MB << 20,
         };
         store.migrate(mode)?;
         store.schema = store.schema_version()?;
@@ -112,6 +123,11 @@ impl DuckStore {
         if let Some(b) = &mut self.buckets {
             b.set_bucket_events(events);
         }
+    }
+
+    /// The WAL size in MiB from which the writer checkpoints when idle (0: never).
+    pub fn set_idle_checkpoint_mb(&mut self, mb: u64) {
+        self.idle_checkpoint_bytes = mb << 20;
     }
 
     /// Memory held by the sealed buckets' id filters, in bytes.
@@ -156,6 +172,7 @@ impl DuckStore {
             path: self.path.clone(),
             schema: self.schema,
             buckets: None,
+            idle_checkpoint_bytes: 0,
         })
     }
 
@@ -681,21 +698,21 @@ impl Store for DuckStore {
     }
 
     fn append_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<()> {
-        positions::append_checkpoint(&self.conn, checkpoint)
+        checkpoints::append(&self.conn, checkpoint)
     }
 
     fn checkpoint_index(&self) -> Result<Vec<CheckpointInfo>> {
         if self.schema < 3 {
             return Ok(Vec::new());
         }
-        positions::checkpoint_index(&self.conn)
+        checkpoints::index(&self.conn, self.schema)
     }
 
     fn checkpoints_at(&self, seq: u64) -> Result<Vec<StoredCheckpoint>> {
         if self.schema < 3 {
             return Ok(Vec::new());
         }
-        positions::checkpoints_at(&self.conn, seq)
+        checkpoints::at(&self.conn, self.schema, seq)
     }
 
     fn setting(&self, name: &str) -> Result<Option<String>> {
@@ -729,11 +746,32 @@ impl Store for DuckStore {
     }
 
     fn delete_checkpoints(&mut self, seqs: &[u64]) -> Result<u64> {
-        positions::delete_checkpoints(&self.conn, seqs)
+        checkpoints::delete(&self.conn, seqs)
     }
 
     fn attempt_stats(&self, query: &super::AttemptStatsQuery) -> Result<super::AttemptStats> {
         stats::attempt_stats(&self.conn, query)
+    }
+
+    /// A checkpoint when the WAL has reached the idle threshold. A failed one (another
+    /// connection's transaction in the way) is left for the next idle moment or for DuckDB's own.
+    fn idle(&mut self) -> Result<bool> {
+        if self.idle_checkpoint_bytes == 0 || self.buckets.is_none() {
+            return Ok(false);
+        }
+        let mut wal = self.path.clone().into_os_string();
+        wal.push(".wal");
+        let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        if size < self.idle_checkpoint_bytes {
+            return Ok(false);
+        }
+        match self.conn.execute_batch("CHECKPOINT") {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                tracing::debug!(error = %e, wal_bytes = size, "idle checkpoint skipped");
+                Ok(false)
+            }
+        }
     }
 
     // One process writes a DuckDB file: no commit lock, nothing to catch up, no leases.
