@@ -127,12 +127,27 @@ pub struct BenchArgs {
     /// How long the receiver waits before answering, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// Events per second `latency` publishes at.
+    #[arg(long, default_value = "200", value_parser = positive_finite)]
+    pub rate: f64,
+    /// How long `latency` publishes for, in seconds.
+    #[arg(long, default_value = "10", value_parser = positive_finite)]
+    pub seconds: f64,
     /// Also run `commit` and `deliver` on this PostgreSQL server (each in a fresh schema).
     #[arg(long)]
     pub store: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A number above zero (clap names the flag in its error).
+fn positive_finite(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err("must be a number above 0".into()),
+        Err(_) => Err("not a number".into()),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +280,8 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 concurrency: args.concurrency,
                 publishers: args.publishers,
                 receiver_latency: std::time::Duration::from_millis(args.latency_ms),
+                rate: args.rate,
+                seconds: args.seconds,
                 store: args.store,
                 ..crate::bench::Options::default()
             };

@@ -210,3 +210,36 @@ fn publish_load(ledger: &Arc<Ledger>, callers: usize, per_caller: usize) -> Resu
     }
     Ok(started.elapsed())
 }
+
+/// The floor under any durable write on this disk, the reference for `latency`: `samples`
+/// transactions on a fresh DuckDB file with one one-column table, each one `INSERT` of one
+/// row, committed the way the ledger's writer commits (the store's memory limit, one thread,
+/// `BEGIN TRANSACTION` and `COMMIT` prepared once; DuckDB's commit writes and syncs its WAL).
+/// Their latencies in nanoseconds, sorted, after ten to warm up.
+pub fn one_row_commit_ns(path: &Path, samples: usize) -> Result<Vec<u64>> {
+    let config = duckdb::Config::default()
+        .max_memory(crate::store::duck::DEFAULT_MEMORY_LIMIT)?
+        .access_mode(duckdb::AccessMode::ReadWrite)?;
+    let conn = duckdb::Connection::open_with_flags(path, config)?;
+    conn.execute_batch("SET threads = 1; CREATE TABLE one_row (x BIGINT)")?;
+    let mut took = Vec::with_capacity(samples);
+    for i in 0..samples + 10 {
+        let started = Instant::now();
+        conn.prepare_cached("BEGIN TRANSACTION")?.execute([])?;
+        conn.prepare_cached("INSERT INTO one_row VALUES (?)")?
+            .execute([i as i64])?;
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        if i >= 10 {
+            took.push(started.elapsed().as_nanos() as u64);
+        }
+    }
+    let rows: i64 = conn.query_row("SELECT count(*) FROM one_row", [], |r| r.get(0))?;
+    if rows != (samples + 10) as i64 {
+        return Err(LedgerError::Invalid(format!(
+            "one-row commits: {rows} rows for {} commits",
+            samples + 10
+        )));
+    }
+    took.sort_unstable();
+    Ok(took)
+}

@@ -3,12 +3,15 @@
 //! absolute numbers do not).
 //!
 //! Every scenario starts what it needs itself: a temporary database and, where HTTP is
-//! involved, an in-process receiver on 127.0.0.1 ([`receiver`]).
+//! involved, an in-process receiver on 127.0.0.1 ([`receiver`]); those that run the whole
+//! service start `hookledger serve` children and publish to them over HTTP ([`serve`]).
 //!
 //! | scenario | what it measures | module |
 //! |---|---|---|
 //! | `baseline` | a plain reqwest POST loop to the receiver: this machine's limit | [`receiver`] |
 //! | `deliver` | publish → recorded `delivered`, vs. `baseline`; publish→receiver latency at full and half rate | [`deliver`] |
+//! | `deliver-http` | `POST /v1/events` over HTTP/1.1 keep-alive from 64 publishers to a `serve` child → delivered, vs. `baseline` in the same run: rate, and CPU per delivery (child + bench process) vs. per post | [`deliver_http`] |
+//! | `latency` | `--rate` events/s for `--seconds` (200 for 10 s) through `deliver-http`'s path: publish → receiver p50/p99, vs. a one-row, one-table DuckDB commit's p50/p99 | [`latency`] |
 //! | `retry` | the same with 30 % of first attempts answered 500 and a short backoff | [`deliver`] |
 //! | `disk` | ledger bytes per happy-path delivery | [`disk`] |
 //! | `rebuild` | folding N records vs. fetching them; memory after the fold | [`rebuild`] |
@@ -28,12 +31,15 @@
 mod cluster;
 mod commit;
 mod deliver;
+mod deliver_http;
 mod disk;
 mod due;
 pub mod history;
+mod latency;
 mod pg;
 mod rebuild;
 mod receiver;
+mod serve;
 mod sqlload;
 mod whatif;
 
@@ -45,8 +51,20 @@ use crate::error::{LedgerError, Result};
 
 /// The scenario names `--scenario` accepts (`all` runs every one).
 pub const SCENARIOS: &[&str] = &[
-    "baseline", "deliver", "retry", "rebuild", "commit", "due", "disk", "whatif", "history",
-    "cluster", "sqlload", "all",
+    "baseline",
+    "deliver",
+    "deliver-http",
+    "latency",
+    "retry",
+    "rebuild",
+    "commit",
+    "due",
+    "disk",
+    "whatif",
+    "history",
+    "cluster",
+    "sqlload",
+    "all",
 ];
 
 /// What to run, and at what size.
@@ -71,11 +89,15 @@ pub struct Options {
     pub history_records: Vec<u64>,
     /// Ledger sizes for `whatif`, in records (one week each).
     pub whatif_records: Vec<u64>,
+    /// Events per second `latency` publishes at.
+    pub rate: f64,
+    /// How long `latency` publishes for, in seconds.
+    pub seconds: f64,
     /// A PostgreSQL server (`--store`): `commit` and `deliver` also run there, each in a
     /// schema of its own.
     pub store: Option<String>,
-    /// The `hookledger` binary `cluster` starts as `serve` children (default: this process's
-    /// own executable, when it is `hookledger`).
+    /// The `hookledger` binary `cluster`, `deliver-http` and `latency` start as `serve`
+    /// children (default: this process's own executable, when it is `hookledger`).
     pub exe: Option<std::path::PathBuf>,
 }
 
@@ -92,6 +114,8 @@ impl Default for Options {
             pending: vec![10_000, 1_000_000],
             history_records: vec![1_000_000, 10_000_000],
             whatif_records: vec![1_000_000, 10_000_000],
+            rate: 200.0,
+            seconds: 10.0,
             store: None,
             exe: None,
         }
@@ -112,6 +136,8 @@ impl Options {
             pending: vec![1_000, 10_000],
             history_records: vec![30_000, 60_000],
             whatif_records: vec![20_000],
+            rate: 200.0,
+            seconds: 0.5,
             store: None,
             exe: None,
         }
@@ -175,6 +201,12 @@ fn run_in(
     // By name, or in `all` when there is a PostgreSQL server to run it on.
     if o.scenario == "cluster" || (o.scenario == "all" && o.store.is_some()) {
         figures.extend(cluster::run(dir, o, progress)?);
+    }
+    if wants("deliver-http") {
+        figures.extend(deliver_http::run(dir, o, progress)?);
+    }
+    if wants("latency") {
+        figures.extend(latency::run(dir, o, progress)?);
     }
     let http = ["baseline", "deliver", "retry", "disk", "sqlload"];
     if http.iter().any(|s| wants(s)) {
@@ -257,7 +289,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 /// The figures as a table.
 pub fn render(figures: &[Figure]) -> String {
     let mut out = format!(
-        "{:<9} {:<66} {:>14} {:<12} {:>8}\n",
+        "{:<12} {:<66} {:>14} {:<12} {:>8}\n",
         "scenario", "figure", "value", "unit", "ratio"
     );
     for f in figures {
@@ -268,7 +300,7 @@ pub fn render(figures: &[Figure]) -> String {
             format!("{:.2}", f.value)
         };
         out.push_str(&format!(
-            "{:<9} {:<66} {:>14} {:<12} {:>8}\n",
+            "{:<12} {:<66} {:>14} {:<12} {:>8}\n",
             f.scenario, f.name, value, f.unit, ratio
         ));
     }

@@ -276,3 +276,93 @@ fn whatif_sees_every_generated_delivery_and_measures_itself_against_the_fold() {
     assert!(value(&figures, "whatif.fold_20000") > 0.0);
     assert!(value(&figures, "whatif.seconds_20000") > 0.0);
 }
+
+fn through_serve(scenario: &str, options: Options) -> Vec<Figure> {
+    run(
+        scenario,
+        Options {
+            exe: Some(env!("CARGO_BIN_EXE_hookledger").into()),
+            ..options
+        },
+    )
+}
+
+/// `deliver-http` publishes to a `serve` child: the child has no input but its HTTP API, so
+/// its own `/metrics` counting one attempt and three records per delivery, and its CPU, show
+/// that the publishes arrived over HTTP (the scenario fails unless the receiver saw every
+/// delivery too).
+#[test]
+fn deliver_http_delivers_every_event_published_over_http_to_a_serve_child() {
+    let options = Options {
+        events: 300,
+        webhooks: 2,
+        ..Options::small("deliver-http")
+    };
+    let figures = through_serve("deliver-http", options);
+    assert_eq!(value(&figures, "deliver-http.delivered"), 600.0);
+    assert_eq!(value(&figures, "deliver-http.attempts_per_delivery"), 1.0);
+    assert_eq!(value(&figures, "deliver-http.records_per_delivery"), 3.0);
+    assert!(value(&figures, "deliver-http.serve_cpu") > 0.0);
+    let rate = find(&figures, "deliver-http.rate").unwrap();
+    let base = value(&figures, "deliver-http.baseline");
+    assert!(rate.value > 0.0 && base > 0.0, "{figures:#?}");
+    assert!((rate.ratio.unwrap() - rate.value / base).abs() < 1e-9);
+    let cpu = find(&figures, "deliver-http.cpu").unwrap();
+    let per_post = value(&figures, "deliver-http.baseline_cpu");
+    assert!((cpu.ratio.unwrap() - cpu.value / per_post).abs() < 1e-9);
+    // The child's CPU is part of the whole.
+    assert!(value(&figures, "deliver-http.serve_cpu") <= cpu.value);
+    let (p50, p99) = (
+        value(&figures, "deliver-http.p50"),
+        value(&figures, "deliver-http.p99"),
+    );
+    assert!(p50 > 0.0 && p50 <= p99, "p50 {p50}, p99 {p99}");
+}
+
+#[test]
+fn latency_paces_http_publishes_and_compares_them_with_a_one_row_commit() {
+    let options = Options {
+        rate: 200.0,
+        seconds: 0.5,
+        ..Options::small("latency")
+    };
+    let figures = through_serve("latency", options);
+    assert_eq!(value(&figures, "latency.delivered"), 100.0);
+    let [p50, p99, max, c50, c99] = ["p50", "p99", "max", "commit_p50", "commit_p99"]
+        .map(|id| value(&figures, &format!("latency.{id}")));
+    assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{p50} {p99} {max}");
+    assert!(c50 > 0.0 && c50 <= c99, "{c50} {c99}");
+    // Nothing takes a minute when nothing failed.
+    assert!(max < 60_000.0, "{max} ms");
+    for (id, reference) in [("p50", c50), ("p99", c99)] {
+        let f = find(&figures, &format!("latency.{id}")).unwrap();
+        assert!(
+            (f.ratio.unwrap() - f.value / reference).abs() < 1e-6,
+            "{f:?}"
+        );
+    }
+    // Paced, not a closed loop: the 100th publish starts 99 ticks (495 ms) after the first,
+    // so the publishers cannot have gone faster than asked.
+    let rate = find(&figures, "latency.rate").unwrap();
+    assert!(
+        rate.value > 0.0 && rate.value <= 200.0 * 100.0 / 99.0,
+        "{rate:?}"
+    );
+    assert!((rate.ratio.unwrap() - rate.value / 200.0).abs() < 1e-9);
+}
+
+#[test]
+fn bench_refuses_a_bad_rate_or_duration_naming_the_flag() {
+    for (flag, bad) in [("--rate", "0"), ("--rate", "fast"), ("--seconds", "-1")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hookledger"))
+            .args(["bench", "--scenario", "latency", &format!("{flag}={bad}")])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {bad}: {err}");
+        assert!(
+            err.contains(flag) && err.contains(bad),
+            "{flag} {bad}: {err}"
+        );
+    }
+}
