@@ -105,16 +105,21 @@ impl Holding {
 
     /// Waits until `done` requests were answered and `now` are held; panics after [`BOUND`].
     async fn wait(&self, done: usize, now: usize, what: &str) {
+        self.wait_until(|d, n| (d, n) == (done, now), what).await;
+    }
+
+    /// Waits until `cond(answered, held)`; panics after [`BOUND`].
+    async fn wait_until(&self, cond: impl Fn(usize, usize) -> bool, what: &str) {
         let mut rx = self.inner.changed.subscribe();
         let reached = tokio::time::timeout(BOUND, async {
-            while (self.done(), self.now()) != (done, now) {
+            while !cond(self.done(), self.now()) {
                 rx.changed().await.unwrap();
             }
         })
         .await;
         assert!(
             reached.is_ok(),
-            "{what}: wanted {done} answered and {now} held, have {} and {}; arrivals {:?}",
+            "{what}: have {} answered and {} held; arrivals {:?}",
             self.done(),
             self.now(),
             self.inner.arrivals.lock().unwrap()
@@ -255,13 +260,22 @@ async fn limits_hold_change_live_and_survive_a_restart(
     publish(&client, &base, 3).await;
     a.wait(N, 1, "A's first after the restart").await;
     b.wait(N, 3, "B's after the restart").await;
+    // (On PostgreSQL the restarted node may abandon an attempt it started before its first
+    // take-over pass, and send that delivery again: one answer more than events, so the
+    // release is by answers, and the rest is let go at the end.)
     for done in N + 1..=N + 3 {
         a.release(1);
-        a.wait(done, 1.min(N + 3 - done), "A one at a time at 1")
+        let what = "A one at a time at 1";
+        a.wait_until(|d, n| d == done && (n == 1 || d == N + 3), what)
             .await;
     }
-    b.release(3);
-    b.wait(N + 3, 0, "B all answered after the restart").await;
+    a.release(N);
+    b.release(N);
+    b.wait_until(
+        |d, n| d >= N + 3 && n == 0,
+        "B all answered after the restart",
+    )
+    .await;
     assert_eq!(a.most_in(4), 1, "after the restart at max_in_flight 1");
     assert_eq!(b.most_in(4), 3, "B after the restart at the default 3");
     let status = server.stop();
