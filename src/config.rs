@@ -6,6 +6,8 @@
 //! |---|---|---|
 //! | `HOOKLEDGER_RETRY_SCHEDULE` | delays between attempts, e.g. `5s,5m,30m,2h`; the attempt budget is its length + 1 | `5s,5m,30m,2h,5h,10h,10h` |
 //! | `HOOKLEDGER_EGRESS_ALLOW` | hosts and CIDRs exempt from the internal-address guard | none |
+//! | `HOOKLEDGER_MAX_IN_FLIGHT` | attempts on the wire at once over all webhooks, 1 to 65536: protects this process's sockets, memory and file descriptors, and the machine | `256` |
+//! | `HOOKLEDGER_MAX_IN_FLIGHT_PER_WEBHOOK` | attempts on the wire at once to one webhook without a `max_in_flight` of its own, 1 to 65536: protects the receivers | `16` |
 //! | `HOOKLEDGER_ATTEMPT_TIMEOUT` | total deadline of one attempt (connect + send + read) | `15s` |
 //! | `HOOKLEDGER_HEADER_TIMEOUT` | a request head must be in this long after the server starts waiting for it | `10s` |
 //! | `HOOKLEDGER_BODY_TIMEOUT` | a request body must be in this long after its head | `30s` |
@@ -26,10 +28,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::delivery::backoff::RetrySchedule;
-use crate::delivery::engine::{EngineConfig, OpsConfig};
+use crate::delivery::engine::{
+    EngineConfig, OpsConfig, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_WEBHOOK,
+};
 use crate::delivery::guard::EgressPolicy;
 use crate::delivery::health::{DisablePolicy, DEFAULT_DISABLE_AFTER, DEFAULT_MIN_FAILURES};
 use crate::delivery::sender::{SenderConfig, DEFAULT_ATTEMPT_TIMEOUT};
+use crate::registry::MAX_IN_FLIGHT_CAP;
 
 pub const RETRY_SCHEDULE: &str = "HOOKLEDGER_RETRY_SCHEDULE";
 pub const EGRESS_ALLOW: &str = "HOOKLEDGER_EGRESS_ALLOW";
@@ -46,6 +51,8 @@ pub const EXPORT_EVERY: &str = "HOOKLEDGER_EXPORT_EVERY";
 pub const EXPORT_INTERVAL: &str = "HOOKLEDGER_EXPORT_INTERVAL";
 pub const EXPORT_BODIES: &str = "HOOKLEDGER_EXPORT_BODIES";
 pub const FAILING_AFTER: &str = "HOOKLEDGER_FAILING_AFTER";
+pub const MAX_IN_FLIGHT: &str = "HOOKLEDGER_MAX_IN_FLIGHT";
+pub const MAX_IN_FLIGHT_PER_WEBHOOK: &str = "HOOKLEDGER_MAX_IN_FLIGHT_PER_WEBHOOK";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {message}")]
@@ -64,6 +71,10 @@ pub struct DeliverySettings {
     pub disable: DisablePolicy,
     /// The attempt whose failure sends `delivery.failing` (`crate::delivery::operational`).
     pub failing_after: u16,
+    /// Attempts on the wire at once, over all webhooks (`crate::delivery::gate`).
+    pub max_in_flight: usize,
+    /// ... and to one webhook without a `max_in_flight` of its own.
+    pub max_in_flight_per_webhook: usize,
 }
 
 impl DeliverySettings {
@@ -121,8 +132,16 @@ impl DeliverySettings {
             },
             None => crate::delivery::operational::DEFAULT_FAILING_AFTER,
         };
+        let max_in_flight = in_flight(&get, MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT)?;
+        let max_in_flight_per_webhook = in_flight(
+            &get,
+            MAX_IN_FLIGHT_PER_WEBHOOK,
+            DEFAULT_MAX_IN_FLIGHT_PER_WEBHOOK,
+        )?;
         Ok(Self {
             failing_after,
+            max_in_flight,
+            max_in_flight_per_webhook,
             schedule,
             egress: Arc::new(egress),
             attempt_timeout,
@@ -152,8 +171,30 @@ impl DeliverySettings {
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             schedule: self.schedule.clone(),
-            ..EngineConfig::default()
+            max_in_flight: self.max_in_flight,
+            per_webhook: self.max_in_flight_per_webhook,
         }
+    }
+}
+
+/// An in-flight limit from `var`: a whole number from 1 to [`MAX_IN_FLIGHT_CAP`] (more
+/// attempts at once than one process has sockets for is a typo, not a setting).
+fn in_flight(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    let Some(v) = get(var) else {
+        return Ok(default);
+    };
+    match v.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_IN_FLIGHT_CAP).contains(&n) => Ok(n as usize),
+        _ => Err(ConfigError {
+            var,
+            message: format!(
+                "`{v}` is not a whole number of attempts from 1 to {MAX_IN_FLIGHT_CAP}"
+            ),
+        }),
     }
 }
 
@@ -333,6 +374,30 @@ mod tests {
         for bad in ["0", "x", "70000"] {
             let e = settings(&[(FAILING_AFTER, bad)]).unwrap_err();
             assert_eq!(e.var, FAILING_AFTER);
+        }
+    }
+
+    #[test]
+    fn in_flight_limits_default_are_read_into_the_engine_and_name_a_bad_variable() {
+        let s = settings(&[]).unwrap();
+        assert_eq!((s.max_in_flight, s.max_in_flight_per_webhook), (256, 16));
+        let e = s.engine_config();
+        assert_eq!((e.max_in_flight, e.per_webhook), (256, 16));
+        let s = settings(&[(MAX_IN_FLIGHT, " 1000 "), (MAX_IN_FLIGHT_PER_WEBHOOK, "3")]).unwrap();
+        let e = s.engine_config();
+        assert_eq!((e.max_in_flight, e.per_webhook), (1000, 3));
+        let cap = MAX_IN_FLIGHT_CAP.to_string();
+        assert_eq!(
+            settings(&[(MAX_IN_FLIGHT, &cap)]).unwrap().max_in_flight,
+            65_536
+        );
+        for var in [MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_WEBHOOK] {
+            for bad in ["0", "-1", "many", "2.5", "", "65537", "99999999999"] {
+                let err = settings(&[(var, bad)]).unwrap_err();
+                assert_eq!(err.var, var, "{bad}: {err}");
+                assert!(err.to_string().starts_with(var), "{err}");
+                assert!(err.to_string().contains("1 to 65536"), "{err}");
+            }
         }
     }
 

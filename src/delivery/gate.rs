@@ -1,12 +1,30 @@
 //! Concurrency: how many attempts may be on the wire (over all webhooks and per webhook), and
 //! how many may be recorded ahead of a free slot.
 //!
+//! Two limits, each a user setting:
+//! - **Global** (`HOOKLEDGER_MAX_IN_FLIGHT`, default 256): attempts of this process on the wire
+//!   at once, over all webhooks. It protects this process and its machine: every attempt holds
+//!   a socket, a connection's buffers and the body being sent, and a file descriptor.
+//! - **Per webhook** (a webhook's `max_in_flight`, else `HOOKLEDGER_MAX_IN_FLIGHT_PER_WEBHOOK`,
+//!   default 16): attempts to one webhook at once. It protects the receiver from being
+//!   overwhelmed (a backlog after an outage would otherwise arrive all at once), and keeps one
+//!   slow receiver from taking every global slot.
+//!
+//! A webhook's slots are resized in place when its limit changes ([`Gates::resize_all`], or
+//! any call that passes the new limit): growing adds free slots at once; shrinking forgets free
+//! slots and, for slots held by requests on the wire, forgets each as its request finishes
+//! instead of giving it back. So after a change no new request leaves while as many as the
+//! new limit are on the wire; the ones already on the wire finish. Waiters (attempts recorded
+//! ahead) wait on the same slots and see the new size.
+//!
 //! An attempt's `attempted` record must be durable before its request leaves, and a durable
 //! commit (a few ms) takes longer than a request to a fast receiver (under 1 ms). If an attempt
 //! held its webhook's slot while its record was committed, a webhook with 64 slots could never
 //! see more than 64 requests per commit, whatever it can take. So a slot ([`Permits`]) is held
 //! for the request only, and an attempt may be recorded *ahead* of a free slot, then wait for
-//! one ([`Ticket::Ahead`]).
+//! one ([`Ticket::Ahead`]). Recording ahead never puts more requests on the wire than the
+//! limits allow (an attempt ahead waits for its slots); it bounds how many `attempted` records
+//! may wait for a slot, which scales with the webhook's limit.
 //!
 //! Invariant: attempts recorded ahead of a slot are bounded per webhook by how many attempts
 //! that webhook finished in the last one to two [`WINDOW`]s (at most [`AHEAD_FACTOR`] x its
@@ -14,7 +32,8 @@
 //! webhook that stops answering finishes nothing, so it gets no attempt recorded beyond those on
 //! the wire: a crash cannot burn the budget of deliveries queued behind a stalled webhook. For a
 //! webhook that answers, a crash abandons at most the attempts it would have taken within about
-//! one window.
+//! one window. Requests on the wire of a webhook are never more than its limit, except for the
+//! ones that were already on the wire when the limit was lowered.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,6 +52,7 @@ pub const AHEAD_FACTOR: usize = 4;
 /// The global and per-webhook slots.
 pub struct Gates {
     global: Arc<Semaphore>,
+    /// The slots of a webhook without a limit of its own.
     per_webhook: usize,
     /// The pace clock (wall time; a fixed instant in tests).
     now: fn() -> Instant,
@@ -43,6 +63,8 @@ pub struct Gates {
 /// One webhook's slots and its recent pace.
 struct Gate {
     slots: Arc<Semaphore>,
+    /// std Mutex: held to resize or give a slot back, never across an await.
+    size: Mutex<Size>,
     now: fn() -> Instant,
     /// Attempts recorded ahead of a slot and still waiting for one.
     ahead: AtomicUsize,
@@ -50,16 +72,28 @@ struct Gate {
     finished: Mutex<Recent>,
 }
 
+/// A gate's size. Free slots + held slots = `slots` + `owed`: `owed` are held slots beyond a
+/// lowered limit, forgotten (not given back) as their requests finish.
+#[derive(Debug, Default)]
+struct Size {
+    slots: usize,
+    owed: usize,
+}
+
 /// The global slot and the webhook's, held while a request is on the wire.
 pub struct Permits {
     _global: OwnedSemaphorePermit,
-    _own: OwnedSemaphorePermit,
+    /// `None` once given back (in `drop`).
+    own: Option<OwnedSemaphorePermit>,
     gate: Arc<Gate>,
 }
 
 impl Drop for Permits {
     /// A finished attempt (whatever its outcome) is what lets its webhook record more ahead.
     fn drop(&mut self) {
+        if let Some(own) = self.own.take() {
+            self.gate.give_back(own);
+        }
         self.gate.note_finished((self.gate.now)());
     }
 }
@@ -98,6 +132,8 @@ impl Ticket {
 }
 
 impl Gates {
+    /// `max_in_flight` slots over all webhooks, and `per_webhook` for each webhook without a
+    /// limit of its own (both at least 1).
     pub fn new(max_in_flight: usize, per_webhook: usize) -> Self {
         Self::with_pace_clock(max_in_flight, per_webhook, Instant::now)
     }
@@ -120,25 +156,25 @@ impl Gates {
     pub fn ahead_room(&self) -> usize {
         let now = (self.now)();
         let gates: Vec<Arc<Gate>> = self.lock().values().cloned().collect();
-        gates.iter().map(|g| g.room(now, self.per_webhook)).sum()
+        gates.iter().map(|g| g.room(now)).sum()
     }
 
-    /// How many attempts of `webhook` could get a ticket now: free slots (its own and global)
-    /// plus its room ahead.
-    pub fn open_for(&self, webhook: WebhookId) -> usize {
-        let gate = self.gate(webhook);
+    /// How many attempts of `webhook` (whose own limit is `limit`, `None`: the default) could
+    /// get a ticket now: free slots (its own and global) plus its room ahead.
+    pub fn open_for(&self, webhook: WebhookId, limit: Option<usize>) -> usize {
+        let gate = self.gate(webhook, limit);
         let free = gate.slots.available_permits().min(self.free());
-        free + gate.room((self.now)(), self.per_webhook)
+        free + gate.room((self.now)())
     }
 
     /// Slots if both are free now, else a place ahead if the webhook's pace allows one, else
     /// nothing (the delivery stays pending). Never waits.
-    pub fn try_ticket(&self, webhook: WebhookId) -> Option<Ticket> {
-        if let Some(p) = self.try_permits(webhook) {
+    pub fn try_ticket(&self, webhook: WebhookId, limit: Option<usize>) -> Option<Ticket> {
+        if let Some(p) = self.try_permits(webhook, limit) {
             return Some(Ticket::Ready(p));
         }
-        let gate = self.gate(webhook);
-        gate.try_ahead((self.now)(), self.per_webhook).then(|| {
+        let gate = self.gate(webhook, limit);
+        gate.try_ahead((self.now)()).then(|| {
             Ticket::Ahead(AheadOf {
                 gate,
                 global: self.global.clone(),
@@ -147,34 +183,64 @@ impl Gates {
     }
 
     /// The global slot and the webhook's, if both are free now.
-    fn try_permits(&self, webhook: WebhookId) -> Option<Permits> {
+    fn try_permits(&self, webhook: WebhookId, limit: Option<usize>) -> Option<Permits> {
         let global = self.global.clone().try_acquire_owned().ok()?;
-        let gate = self.gate(webhook);
+        let gate = self.gate(webhook, limit);
         let own = gate.slots.clone().try_acquire_owned().ok()?;
         Some(Permits {
             _global: global,
-            _own: own,
+            own: Some(own),
             gate,
         })
     }
 
     /// The webhook's slot and then the global one, waiting for each.
-    pub async fn wait_permits(&self, webhook: WebhookId) -> Permits {
-        acquire(self.gate(webhook), &self.global).await
+    pub async fn wait_permits(&self, webhook: WebhookId, limit: Option<usize>) -> Permits {
+        acquire(self.gate(webhook, limit), &self.global).await
     }
 
-    fn gate(&self, webhook: WebhookId) -> Arc<Gate> {
-        self.lock()
+    /// Resizes every webhook's slots to its limit now (`limit_of`: its own, `None` for the
+    /// default): what makes a changed `max_in_flight` take effect for attempts already
+    /// waiting. Webhooks without slots yet get them at their first attempt.
+    pub fn resize_all(&self, limit_of: impl Fn(WebhookId) -> Option<usize>) {
+        let gates: Vec<(WebhookId, Arc<Gate>)> =
+            self.lock().iter().map(|(w, g)| (*w, g.clone())).collect();
+        for (w, gate) in gates {
+            gate.resize(self.slots_for(limit_of(w)));
+        }
+    }
+
+    /// `webhook`'s slots held by requests on the wire now.
+    pub fn held(&self, webhook: WebhookId) -> usize {
+        let Some(gate) = self.lock().get(&webhook).cloned() else {
+            return 0;
+        };
+        let size = gate.lock_size();
+        (size.slots + size.owed).saturating_sub(gate.slots.available_permits())
+    }
+
+    fn slots_for(&self, limit: Option<usize>) -> usize {
+        limit.unwrap_or(self.per_webhook).max(1)
+    }
+
+    /// The webhook's gate, made or resized to `limit` (`None`: the default).
+    fn gate(&self, webhook: WebhookId, limit: Option<usize>) -> Arc<Gate> {
+        let slots = self.slots_for(limit);
+        let gate = self
+            .lock()
             .entry(webhook)
             .or_insert_with(|| {
                 Arc::new(Gate {
-                    slots: Arc::new(Semaphore::new(self.per_webhook)),
+                    slots: Arc::new(Semaphore::new(slots)),
+                    size: Mutex::new(Size { slots, owed: 0 }),
                     now: self.now,
                     ahead: AtomicUsize::new(0),
                     finished: Mutex::new(Recent::default()),
                 })
             })
-            .clone()
+            .clone();
+        gate.resize(slots);
+        gate
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WebhookId, Arc<Gate>>> {
@@ -188,7 +254,7 @@ async fn acquire(gate: Arc<Gate>, global: &Arc<Semaphore>) -> Permits {
     let global = global.clone().acquire_owned().await;
     Permits {
         _global: global.expect("the semaphore is never closed"),
-        _own: own.expect("the semaphore is never closed"),
+        own: Some(own.expect("the semaphore is never closed")),
         gate,
     }
 }
@@ -198,19 +264,53 @@ impl Gate {
         self.recent().note(now);
     }
 
+    /// To `slots` slots: more are free at once; fewer forgets free ones first, then owes the
+    /// rest, which held slots pay as they are given back.
+    fn resize(&self, slots: usize) {
+        let mut size = self.lock_size();
+        if slots > size.slots {
+            let grow = slots - size.slots;
+            let paid = grow.min(size.owed);
+            size.owed -= paid;
+            self.slots.add_permits(grow - paid);
+        } else if slots < size.slots {
+            let shrink = size.slots - slots;
+            let forgotten = self.slots.forget_permits(shrink);
+            size.owed += shrink - forgotten;
+        }
+        size.slots = slots;
+    }
+
+    /// A held slot back: forgotten while the gate owes slots (its limit was lowered), else free.
+    fn give_back(&self, own: OwnedSemaphorePermit) {
+        let mut size = self.lock_size();
+        if size.owed > 0 {
+            size.owed -= 1;
+            own.forget();
+        } else {
+            drop(own);
+        }
+    }
+
     /// How many more may be recorded ahead now.
-    fn room(&self, now: Instant, slots: usize) -> usize {
+    fn room(&self, now: Instant) -> usize {
+        let slots = self.lock_size().slots;
         let allowed = self.recent().count(now).min(slots * AHEAD_FACTOR);
         allowed.saturating_sub(self.ahead.load(Ordering::Acquire))
     }
 
-    fn try_ahead(&self, now: Instant, slots: usize) -> bool {
+    fn try_ahead(&self, now: Instant) -> bool {
+        let slots = self.lock_size().slots;
         let allowed = self.recent().count(now).min(slots * AHEAD_FACTOR);
         self.ahead
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < allowed).then_some(n + 1)
             })
             .is_ok()
+    }
+
+    fn lock_size(&self) -> std::sync::MutexGuard<'_, Size> {
+        self.size.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
@@ -254,82 +354,4 @@ impl Recent {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One instant for the whole test: every finished attempt is in the current window.
-    fn fixed() -> Instant {
-        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        *T0.get_or_init(Instant::now)
-    }
-
-    #[test]
-    fn recent_counts_the_last_one_to_two_windows_only() {
-        let t0 = Instant::now();
-        let mut r = Recent::default();
-        assert_eq!(r.count(t0), 0);
-        for _ in 0..5 {
-            r.note(t0);
-        }
-        assert_eq!(r.count(t0 + WINDOW / 2), 5);
-        r.note(t0 + WINDOW + Duration::from_millis(1));
-        assert_eq!(r.count(t0 + WINDOW + Duration::from_millis(2)), 6);
-        // Two quiet windows later nothing counts.
-        assert_eq!(r.count(t0 + 4 * WINDOW), 0);
-    }
-
-    #[tokio::test]
-    async fn a_webhook_that_finished_nothing_gets_nothing_recorded_ahead() {
-        let gates = Gates::with_pace_clock(8, 2, fixed);
-        let w = WebhookId::new();
-        let held: Vec<_> = (0..2).map(|_| gates.try_ticket(w).unwrap()).collect();
-        assert!(held.iter().all(|t| matches!(t, Ticket::Ready(_))));
-        assert!(
-            gates.try_ticket(w).is_none(),
-            "no slot and no pace: pending"
-        );
-        assert_eq!(gates.ahead_room(), 0);
-    }
-
-    #[tokio::test]
-    async fn finished_attempts_allow_as_many_ahead_up_to_the_factor() {
-        let gates = Gates::with_pace_clock(64, 2, fixed);
-        let w = WebhookId::new();
-        // Three attempts finish: three may be recorded ahead while both slots are busy.
-        for _ in 0..3 {
-            drop(gates.try_permits(w).unwrap());
-        }
-        let busy: Vec<_> = (0..2).map(|_| gates.try_permits(w).unwrap()).collect();
-        let ahead: Vec<_> = (0..3).map(|_| gates.try_ticket(w).unwrap()).collect();
-        assert!(ahead.iter().all(|t| matches!(t, Ticket::Ahead(_))));
-        assert!(gates.try_ticket(w).is_none());
-        assert_eq!(gates.ahead_room(), 0);
-        // A dropped place ahead is given back.
-        drop(ahead);
-        assert_eq!(gates.ahead_room(), 3);
-        // Many finished attempts allow at most AHEAD_FACTOR x slots.
-        for _ in 0..100 {
-            gates.gate(w).note_finished(fixed());
-        }
-        assert_eq!(gates.ahead_room(), 2 * AHEAD_FACTOR);
-        drop(busy);
-    }
-
-    #[tokio::test]
-    async fn an_attempt_recorded_ahead_waits_for_a_slot_then_holds_it() {
-        let gates = Gates::with_pace_clock(64, 1, fixed);
-        let w = WebhookId::new();
-        drop(gates.try_permits(w).unwrap());
-        let busy = gates.try_permits(w).unwrap();
-        let ahead = gates.try_ticket(w).unwrap();
-        let waiting = tokio::spawn(ahead.permits());
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "the slot is still busy");
-        drop(busy);
-        let permits = waiting.await.unwrap();
-        assert!(gates.try_permits(w).is_none(), "the waiter holds the slot");
-        assert_eq!(gates.gate(w).ahead.load(Ordering::Acquire), 0);
-        drop(permits);
-        assert!(gates.try_permits(w).is_some());
-    }
-}
+mod tests;

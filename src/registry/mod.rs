@@ -9,8 +9,8 @@
 //!   never reused (event ids are derived from it, see [`crate::ids::ProducerId::key`]) and its
 //!   tokens stop working.
 //! - **Tokens** scoped to one app are stored as SHA-256 digests only ([`apps`]).
-//! - Changes: webhook `created`, `updated`, `configured` (rate limit, ordering, operational:
-//!   [`options`]), `deactivated`, `secret_rotated`,
+//! - Changes: webhook `created`, `updated`, `configured` (rate limit, in-flight limit,
+//!   ordering, operational: [`options`]), `deactivated`, `secret_rotated`,
 //!   `secret_resealed` (the same key sealed under a new main key); `app_created`,
 //!   `app_updated`, `app_deleted`; `token_issued`, `token_revoked`.
 //!
@@ -26,8 +26,9 @@
 //! `Debug` and `Display` print `whsec_***`.
 //!
 //! A projection checkpoint stores the webhooks only; apps, tokens and the webhook-to-app index
-//! are folded from the change log at every open (so [`Registry`]'s equality compares the
-//! checkpointed part).
+//! with each webhook's options are folded from the change log at every open (so
+//! [`Registry`]'s equality compares the checkpointed part, and an option such as
+//! `max_in_flight` needs no place in the checkpoint body).
 
 pub mod actor;
 pub mod apps;
@@ -47,7 +48,7 @@ use crate::ledger::chain::Hash;
 use crate::ledger::record::Timestamp;
 pub use actor::Actor;
 pub use apps::{App, Token};
-pub use options::{OptionsChange, Ordering, WebhookOptions};
+pub use options::{OptionsChange, Ordering, WebhookOptions, MAX_IN_FLIGHT_CAP};
 pub use row::{genesis, StoredChange};
 
 /// How long the previous secret keeps signing after a rotation, by default.

@@ -31,6 +31,7 @@ mod export_live;
 mod faults;
 mod head;
 mod hostile;
+mod in_flight;
 mod ledger_props;
 mod migration;
 mod openapi;

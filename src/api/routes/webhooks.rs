@@ -2,6 +2,10 @@
 //! a secret, recover a window and send a test. A webhook is registered into the request's app
 //! and is found only by requests that may see that app (another app's answers 404). The signing secret appears in two answers only (register and rotate); the
 //! webhook views never carry it.
+//!
+//! `max_in_flight` (1 to 65536; absent or `null`: the process default,
+//! `HOOKLEDGER_MAX_IN_FLIGHT_PER_WEBHOOK`) bounds the webhook's attempts on the wire at once, to
+//! protect its receiver; a PATCH takes effect before it answers, without a restart.
 
 use aide::axum::routing::{get_with, post_with};
 use aide::axum::ApiRouter;
@@ -22,7 +26,9 @@ use crate::delivery::signing::Secret;
 use crate::ids::WebhookId;
 use crate::ledger::record::{RecordBody, Timestamp};
 use crate::ledger::writer::{Commit, Receipt};
-use crate::registry::{Change, OptionsChange, Ordering, PayloadFormat, Registry, Webhook};
+use crate::registry::{
+    Change, OptionsChange, Ordering, PayloadFormat, Registry, Webhook, MAX_IN_FLIGHT_CAP,
+};
 
 pub fn routes() -> ApiRouter<AppState> {
     ApiRouter::new()
@@ -111,6 +117,10 @@ pub struct NewWebhook {
     /// pending.
     #[schemars(range(min = 1))]
     rate_limit: Option<u32>,
+    /// At most this many attempts to it on the wire at once, to protect the receiver (none:
+    /// the process default, `HOOKLEDGER_MAX_IN_FLIGHT_PER_WEBHOOK`, 16 unless set).
+    #[schemars(range(min = 1, max = 65536))]
+    max_in_flight: Option<u32>,
     /// `parallel` (the default) or `fifo`: one delivery at a time, in publish order.
     ordering: Option<Ordering>,
     /// `true`: receives hookledger's own events (`webhook.*`, `delivery.*`) instead of
@@ -145,6 +155,18 @@ fn rate_limit(n: u32) -> ApiResult<std::num::NonZeroU32> {
         .ok_or_else(|| ApiError::invalid("rate_limit", "must be at least 1 request per second"))
 }
 
+/// `max_in_flight`, from 1 to [`MAX_IN_FLIGHT_CAP`].
+fn max_in_flight(n: u32) -> ApiResult<std::num::NonZeroU32> {
+    std::num::NonZeroU32::new(n)
+        .filter(|n| n.get() <= MAX_IN_FLIGHT_CAP)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "max_in_flight",
+                format!("must be a whole number of attempts from 1 to {MAX_IN_FLIGHT_CAP}"),
+            )
+        })
+}
+
 /// A webhook URL: http(s) with a host, not internal unless allowlisted, whether written as
 /// an address or a name that resolves to one now.
 async fn check_url(state: &AppState, url: &str) -> ApiResult<()> {
@@ -171,6 +193,8 @@ pub struct WebhookView {
     active: bool,
     /// Attempts per second at most (`null`: no limit).
     rate_limit: Option<u32>,
+    /// Attempts on the wire at once at most (`null`: the process default).
+    max_in_flight: Option<u32>,
     ordering: Ordering,
     /// Receives hookledger's own events instead of published ones.
     operational: bool,
@@ -183,6 +207,7 @@ impl WebhookView {
         let options = registry.options_of(&w.id);
         Self {
             rate_limit: options.rate_limit.map(|r| r.get()),
+            max_in_flight: options.max_in_flight.map(|n| n.get()),
             ordering: options.ordering,
             operational: options.operational,
             id: w.id,
@@ -223,6 +248,7 @@ async fn create_webhook(
     }
     let options = crate::registry::WebhookOptions {
         rate_limit: req.rate_limit.map(rate_limit).transpose()?,
+        max_in_flight: req.max_in_flight.map(max_in_flight).transpose()?,
         ordering: req.ordering.unwrap_or_default(),
         operational: req.operational.unwrap_or(false),
     };
@@ -375,6 +401,11 @@ pub struct WebhookPatch {
     #[serde(default, deserialize_with = "present")]
     #[schemars(range(min = 1))]
     rate_limit: Option<Option<u32>>,
+    /// A new in-flight limit (1 to 65536), or `null` for the process default. Takes effect
+    /// before the answer; requests already on the wire above a lowered limit finish.
+    #[serde(default, deserialize_with = "present")]
+    #[schemars(range(min = 1, max = 65536))]
+    max_in_flight: Option<Option<u32>>,
     /// `parallel` or `fifo`.
     ordering: Option<Ordering>,
     /// Whether it receives hookledger's own events (operator token only).
@@ -422,6 +453,11 @@ async fn patch_webhook(
             Some(None) => Some(None),
             None => None,
         },
+        max_in_flight: match patch.max_in_flight {
+            Some(Some(n)) => Some(Some(max_in_flight(n)?)),
+            Some(None) => Some(None),
+            None => None,
+        },
         ordering: patch.ordering,
         operational: patch.operational,
     };
@@ -438,6 +474,12 @@ async fn patch_webhook(
         changes.push(Change::Configured(options));
     }
     commit_changes(&state, &scope, id, changes, park).await?;
+    if options.max_in_flight.is_some() {
+        // The webhook's slots take the new size now, not at the next re-drive pass, and the
+        // pass looks at what a raised limit lets go.
+        state.engine.apply_limits();
+        state.engine.wake();
+    }
     Ok(SortedJson(registered(&state, &scope, id)?))
 }
 

@@ -144,6 +144,9 @@ impl Engine {
                 Err(e) => {
                     // The delivery stays in_attempt in the log; a restart records it as abandoned.
                     tracing::error!(delivery = %key, error = %e, "could not record an attempt's outcome");
+                    // No commit lands to wake the re-drive loop, which may sleep on "all
+                    // slots busy" while this attempt's slots are free again.
+                    self.wake();
                     break;
                 }
             }

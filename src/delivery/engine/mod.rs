@@ -5,12 +5,13 @@
 //! - An attempt starts only after its `attempted` record is durable, and the writer refuses a
 //!   second `attempted` for a delivery already in an attempt, so one process never starts a
 //!   delivery twice.
-//! - `attempted` is recorded only for an attempt that holds its slots (global and per webhook)
-//!   or a place ahead of them, which its webhook's recent pace bounds (see [`super::gate`]). A
-//!   delivery that gets neither stays `pending` in the log: a crash cannot burn the budget of
-//!   deliveries queued behind a stalled webhook. Slots are held for the request only, not while
-//!   its record is committed, so a fast webhook is not limited to one slot's worth of requests
-//!   per commit.
+//! - `attempted` is recorded only for an attempt that holds its slots (global and per webhook,
+//!   the webhook's sized by its own `max_in_flight` when it has one and resized when that
+//!   changes: [`hold`]) or a place ahead of them, which its webhook's recent pace bounds (see
+//!   [`super::gate`]). A delivery that gets neither stays `pending` in the log: a crash cannot
+//!   burn the budget of deliveries queued behind a stalled webhook. Slots are held for the
+//!   request only, not while its record is committed, so a fast webhook is not limited to one
+//!   slot's worth of requests per commit.
 //! - Every outcome, whatever went wrong, becomes a record (`delivered`, or `failed` with its
 //!   computed next due time, followed by `dead_parked` when the budget is spent or `parked` when
 //!   the webhook is no longer active): no error can stall a delivery.
@@ -74,11 +75,18 @@ use crate::store::Store;
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub schedule: RetrySchedule,
-    /// Attempts in flight at once, over all webhooks.
+    /// Attempts in flight at once, over all webhooks (`HOOKLEDGER_MAX_IN_FLIGHT`): protects
+    /// this process's sockets and memory, and the machine.
     pub max_in_flight: usize,
-    /// Attempts in flight at once to one webhook.
+    /// Attempts in flight at once to one webhook without a `max_in_flight` of its own
+    /// (`HOOKLEDGER_MAX_IN_FLIGHT_PER_WEBHOOK`): protects the receivers.
     pub per_webhook: usize,
 }
+
+/// The default of [`EngineConfig::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// The default of [`EngineConfig::per_webhook`].
+pub const DEFAULT_MAX_IN_FLIGHT_PER_WEBHOOK: usize = 16;
 
 /// The operations settings beside [`EngineConfig`] (see [`Engine::with_ops`]); the default
 /// turns them all off, which is what [`Engine::new`] runs with.
@@ -95,8 +103,8 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             schedule: RetrySchedule::default(),
-            max_in_flight: 256,
-            per_webhook: 16,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            per_webhook: DEFAULT_MAX_IN_FLIGHT_PER_WEBHOOK,
         }
     }
 }

@@ -165,7 +165,8 @@ impl Engine {
             producer_id: Some(producer.to_string()),
         };
         // A test waits for its permits (its webhook's first), then records its attempt.
-        let permits = self.gates.wait_permits(webhook).await;
+        let limit = hold::in_flight(self.ledger.shared().read_registry().options_of(&webhook));
+        let permits = self.gates.wait_permits(webhook, limit).await;
         let commit = enqueue_commit(
             new_event(event_id, &app, &producer, &body),
             (&[webhook], &[webhook]),

@@ -14,6 +14,7 @@ impl Engine {
 
     pub(super) async fn redrive_pass(self: &Arc<Self>) -> Result<Pass> {
         self.auto_disable().await?;
+        self.apply_limits();
         let fifo = self.fifo_webhooks().await?;
         let open = self.gates.free() + self.gates.ahead_room();
         if open == 0 {
