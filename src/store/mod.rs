@@ -287,9 +287,10 @@ pub trait Store: Send {
     fn expunge_of(&self, event: EventId) -> Result<Option<crate::ledger::expunge::StoredExpunge>>;
 
     /// What the writer does when its queue is empty, off every commit's path: on DuckDB, a
-    /// checkpoint once the WAL has grown past `HOOKLEDGER_DUCKDB_IDLE_CHECKPOINT_MB`, so that
-    /// the one DuckDB runs by itself (at 16 MB, inside the commit that crosses it) rarely comes
-    /// due. Never needed for correctness; `true` when it did some work.
+    /// checkpoint once the WAL has grown past `HOOKLEDGER_DUCKDB_IDLE_CHECKPOINT_MB` (off by
+    /// default, see `store::duck::DEFAULT_IDLE_CHECKPOINT_MB`), ahead of the one DuckDB runs by
+    /// itself at 16 MB inside whichever commit crosses it. Never needed for correctness; `true`
+    /// when it did some work.
     fn idle(&mut self) -> Result<bool> {
         Ok(false)
     }
