@@ -227,7 +227,7 @@ fn wait_for_owners(url: &str, n: usize) -> Result<()> {
 async fn drive(bases: &[String], tape: Arc<Tape>, events: usize) -> Result<(Duration, Vec<u64>)> {
     let hooks = receiver::start(tape.clone()).await?;
     let http = Http::new(bases.to_vec())?;
-    http.register(&hooks, WEBHOOKS).await?;
+    http.register(&hooks, WEBHOOKS, None).await?;
     let started = Instant::now();
     publish(&http, &tape, events, Pace::Closed(PUBLISHERS)).await?;
     http.until_delivered((events * WEBHOOKS) as u64).await?;

@@ -40,6 +40,10 @@ pub struct HttpRun {
     pub records: u64,
 }
 
+/// Each webhook's `max_in_flight` in the child: the 64 attempts in flight `deliver` runs with
+/// (the child's default is 16 a webhook).
+pub const IN_FLIGHT: usize = 64;
+
 pub fn run(dir: &Path, o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure>> {
     let exe = serve::serve_exe(o, "deliver-http")?;
     let (base, base_cpu) = runtime()?.block_on(async {
@@ -92,7 +96,7 @@ pub fn run(dir: &Path, o: &Options, progress: &mut dyn FnMut(&str)) -> Result<Ve
         f(
             "rate",
             &format!(
-                "POST /v1/events → delivered via `serve`, {webhooks} webhook(s), {PUBLISHERS} publishers (ratio to baseline)"
+                "POST /v1/events → delivered via `serve`, {webhooks} webhook(s), {IN_FLIGHT} in flight each, {PUBLISHERS} publishers (ratio to baseline)"
             ),
             r,
             "deliveries/s",
@@ -175,7 +179,7 @@ pub fn through_serve(
     let (http, hooks) = rt.block_on(async {
         let hooks = receiver::start(tape.clone()).await?;
         let http = Http::new(vec![node.base.clone()])?;
-        http.register(&hooks, webhooks).await?;
+        http.register(&hooks, webhooks, Some(IN_FLIGHT)).await?;
         Ok::<_, LedgerError>((http, hooks))
     })?;
     let (serve_before, own_before) = (node.cpu(), cpu_time());

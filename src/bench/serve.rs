@@ -236,9 +236,17 @@ impl Http {
 
     /// Registers `webhooks` webhooks at `hooks/hook/{w}` on the first node and waits until
     /// every node's registry lists them.
-    pub async fn register(&self, hooks: &str, webhooks: usize) -> Result<()> {
+    pub async fn register(
+        &self,
+        hooks: &str,
+        webhooks: usize,
+        max_in_flight: Option<usize>,
+    ) -> Result<()> {
         for w in 0..webhooks {
-            let body = serde_json::json!({ "url": format!("{hooks}/hook/{w}") });
+            let mut body = serde_json::json!({ "url": format!("{hooks}/hook/{w}") });
+            if let Some(n) = max_in_flight {
+                body["max_in_flight"] = n.into();
+            }
             self.expect(0, "/v1/webhooks", body.to_string(), 201)
                 .await?;
         }
