@@ -33,6 +33,26 @@ fn hash(v: Vec<u8>) -> Hash {
     v.try_into().unwrap_or([0; 32])
 }
 
+/// A checkpoint from `seq, chain_hash, epoch_us(recorded_at), format_version, digest` at
+/// columns `first..first + 5` of `r`, and its body from column `body` (`None`: left empty).
+fn from_row(
+    r: &duckdb::Row,
+    first: usize,
+    body: Option<usize>,
+) -> duckdb::Result<StoredCheckpoint> {
+    Ok(StoredCheckpoint {
+        seq: r.get::<_, i64>(first)? as u64,
+        chain_hash: hash(r.get(first + 1)?),
+        recorded_at_us: r.get(first + 2)?,
+        format_version: r.get(first + 3)?,
+        digest: hash(r.get(first + 4)?),
+        body: match body {
+            Some(i) => r.get(i)?,
+            None => Vec::new(),
+        },
+    })
+}
+
 fn body_table(id: i64) -> String {
     format!("checkpoint_body_{id}")
 }
@@ -109,17 +129,7 @@ pub fn at(conn: &Connection, schema: u32, seq: u64) -> Result<Vec<StoredCheckpoi
          FROM projection_checkpoints WHERE seq = ? ORDER BY id",
     )?;
     let rows = stmt.query_map(params![seq], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            StoredCheckpoint {
-                seq: r.get::<_, i64>(1)? as u64,
-                chain_hash: hash(r.get(2)?),
-                recorded_at_us: r.get(3)?,
-                format_version: r.get(4)?,
-                digest: hash(r.get(5)?),
-                body: Vec::new(),
-            },
-        ))
+        Ok((r.get::<_, i64>(0)?, from_row(r, 1, None)?))
     })?;
     let mut out = Vec::new();
     for row in rows {
@@ -153,16 +163,7 @@ fn legacy_at(conn: &Connection, seq: i64) -> Result<Vec<StoredCheckpoint>> {
         "SELECT seq, chain_hash, epoch_us(recorded_at), format_version, digest, body \
          FROM projection_checkpoints WHERE seq = ? ORDER BY rowid",
     )?;
-    let rows = stmt.query_map(params![seq], |r| {
-        Ok(StoredCheckpoint {
-            seq: r.get::<_, i64>(0)? as u64,
-            chain_hash: hash(r.get(1)?),
-            recorded_at_us: r.get(2)?,
-            format_version: r.get(3)?,
-            digest: hash(r.get(4)?),
-            body: r.get(5)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![seq], |r| from_row(r, 0, Some(5)))?;
     Ok(rows.collect::<duckdb::Result<_>>()?)
 }
 
@@ -206,17 +207,7 @@ pub fn move_to_tables(conn: &Connection) -> Result<()> {
          epoch_us(created_at) FROM projection_checkpoints_7 ORDER BY seq, rowid",
     )?;
     let rows = stmt.query_map([], |r| {
-        Ok((
-            StoredCheckpoint {
-                seq: r.get::<_, i64>(0)? as u64,
-                chain_hash: hash(r.get(1)?),
-                recorded_at_us: r.get(2)?,
-                format_version: r.get(3)?,
-                digest: hash(r.get(4)?),
-                body: r.get(5)?,
-            },
-            r.get::<_, Option<i64>>(6)?,
-        ))
+        Ok((from_row(r, 0, Some(5))?, r.get::<_, Option<i64>>(6)?))
     })?;
     let old: Vec<_> = rows.collect::<duckdb::Result<_>>()?;
     for (cp, created) in &old {
