@@ -27,6 +27,12 @@ fn body_tables(conn: &duckdb::Connection) -> Vec<String> {
     rows.map(|r| r.unwrap()).collect()
 }
 
+/// The seqs of the stored checkpoints, in order.
+fn stored_seqs(store: &impl Store) -> Vec<u64> {
+    let index = store.checkpoint_index().unwrap();
+    index.iter().map(|c| c.seq).collect()
+}
+
 /// Three deliveries, a checkpoint at seq 9, two more records.
 fn fixture() -> TestLedger {
     let t = TestLedger::with_options(&manual());
@@ -50,26 +56,14 @@ fn each_body_has_its_own_table_and_thinning_drops_it_with_its_row() {
         t.ledger().checkpoint_now().unwrap();
     }
     let mut store = t.ledger().reader().unwrap();
-    let seqs: Vec<u64> = store
-        .checkpoint_index()
-        .unwrap()
-        .iter()
-        .map(|c| c.seq)
-        .collect();
-    assert_eq!(seqs, vec![9, 12, 13, 14]);
+    assert_eq!(stored_seqs(&store), vec![9, 12, 13, 14]);
     assert_eq!(body_tables(store.connection().unwrap()).len(), 4);
     let first = store.checkpoints_at(9).unwrap();
     assert_eq!(first.len(), 1);
     assert!(!first[0].body.is_empty());
 
     assert_eq!(store.delete_checkpoints(&[9, 13]).unwrap(), 2);
-    let left: Vec<u64> = store
-        .checkpoint_index()
-        .unwrap()
-        .iter()
-        .map(|c| c.seq)
-        .collect();
-    assert_eq!(left, vec![12, 14]);
+    assert_eq!(stored_seqs(&store), vec![12, 14]);
     assert_eq!(
         body_tables(store.connection().unwrap()).len(),
         2,

@@ -20,9 +20,15 @@ impl Engine {
 
     /// Resizes every webhook's slots to its `max_in_flight` as the registry has it now: after
     /// a change (the API calls this once its commit is in) and at every re-drive pass (a
-    /// change another node made on a shared database).
+    /// change another node made on a shared database). Nothing to do, and nothing done, while
+    /// the registry is at the seq of the last resize.
     pub fn apply_limits(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
         let registry = self.ledger.shared().read_registry();
+        let seq = registry.last_seq();
+        if self.limits_at.swap(seq, Relaxed) == seq && seq != 0 {
+            return;
+        }
         self.gates
             .resize_all(|w| in_flight(registry.options_of(&w)));
     }

@@ -191,6 +191,8 @@ pub struct Engine {
     rates: Mutex<super::rate::Buckets>,
     /// The FIFO webhooks' lines (std Mutex, never held across an await).
     lines: Mutex<super::fifo::Lines>,
+    /// The registry seq the gates were last resized at ([`Engine::apply_limits`]).
+    limits_at: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -226,6 +228,7 @@ impl Engine {
             health: Mutex::new(Default::default()),
             rates: Mutex::new(Default::default()),
             lines: Mutex::new(Default::default()),
+            limits_at: Default::default(),
         })
     }
 
