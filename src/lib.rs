@@ -23,7 +23,8 @@
 //! - [`config`]: delivery settings from `HOOKLEDGER_*` variables.
 //! - [`api`]: the HTTP API; [`console`]: the web console `serve` answers at `/`; [`metrics`]: its Prometheus figures; [`serve`]: the process that
 //!   runs it with the engine.
-//! - [`cli`]: the `hookledger` command; [`bench`]: its benchmark scenarios.
+//! - [`cli`]: the `hookledger` command; [`bench`]: its benchmark scenarios; [`alloc`]: the
+//!   binary's allocator (mimalloc) settings.
 //! - [`sql`]: auditors' read-only SQL (guard, limits, rendering) for `POST /v1/sql` and
 //!   `hookledger sql`.
 //! - [`erasure`]: body retention (`HOOKLEDGER_BODY_RETENTION`) and `hookledger expunge`;
@@ -32,6 +33,7 @@
 //!   `HOOKLEDGER_EXPORT_DIR`) and `verify --export`.
 //! - [`whatif`]: replays the ledger's real failures under a candidate retry policy.
 
+pub mod alloc;
 pub mod api;
 pub mod bench;
 pub mod cli;
