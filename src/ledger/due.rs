@@ -8,12 +8,12 @@
 //! backlog. Memory per pending delivery is one entry, as before; per webhook two more.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap};
 use std::ops::Bound;
 
 use uuid::Uuid;
 
-use crate::ids::{DeliveryKey, EventId, WebhookId};
+use crate::ids::{DeliveryKey, EventId, IdMap, WebhookId};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DueIndex {
@@ -22,7 +22,7 @@ pub struct DueIndex {
     /// (earliest due µs, webhook) of every webhook with a pending delivery.
     heads: BTreeSet<(i64, WebhookId)>,
     /// The same earliest due times, by webhook.
-    head_of: HashMap<WebhookId, i64>,
+    head_of: IdMap<WebhookId, i64>,
 }
 
 impl DueIndex {

@@ -30,7 +30,7 @@ use serde::Serialize;
 use super::due::DueIndex;
 use super::record::{Record, RecordBody, Terminal, Timestamp};
 use crate::error::LedgerError;
-use crate::ids::{DeliveryKey, WebhookId};
+use crate::ids::{DeliveryKey, IdMap, WebhookId};
 
 /// A live delivery's state. Due times are microseconds since the epoch to keep entries small.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +110,7 @@ impl TerminalCounts {
 /// The queue state folded from the ledger.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Projection {
-    live: HashMap<DeliveryKey, Live>,
+    live: IdMap<DeliveryKey, Live>,
     /// Pending deliveries by due time, per webhook.
     due: DueIndex,
     terminal: TerminalCounts,
