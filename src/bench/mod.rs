@@ -37,7 +37,7 @@ mod due;
 pub mod history;
 mod latency;
 mod pg;
-mod rebuild;
+pub(crate) mod rebuild;
 mod receiver;
 mod serve;
 mod sqlload;

@@ -114,7 +114,7 @@ pub(super) fn human(n: u64) -> String {
 }
 
 /// Writes about `records` happy-path records (a multiple of 3000); returns how many.
-fn fill(path: &Path, records: u64, progress: &mut dyn FnMut(&str)) -> Result<u64> {
+pub(crate) fn fill(path: &Path, records: u64, progress: &mut dyn FnMut(&str)) -> Result<u64> {
     let ledger = Ledger::open(path, Arc::new(SystemClock))?;
     let webhook = WebhookId::new();
     let per_commit = 1000;
