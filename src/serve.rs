@@ -68,6 +68,8 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
         stats.changes,
         stats.elapsed.as_secs_f64() * 1000.0
     );
+    // The fold's burst of allocations is over: freed memory goes back promptly from now on.
+    crate::alloc::settle();
     let token = api_token(&ledger).await?;
     let db_file = match &options.location {
         Location::Duck(path) => Some(path.as_path()),
