@@ -380,18 +380,8 @@ pub trait Lookup: Send + Sync {
     fn lookup<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>>;
 }
 
-/// The system resolver (`getaddrinfo` via `tokio::net::lookup_host`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemLookup;
-
-impl Lookup for SystemLookup {
-    fn lookup<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
-        Box::pin(async move {
-            let addrs = tokio::net::lookup_host((host, 0)).await?;
-            Ok(addrs.map(|a| a.ip()).collect())
-        })
-    }
-}
+/// The system resolver, at most a bounded number of lookups at once (see [`super::dns`]).
+pub use super::dns::SystemLookup;
 
 /// reqwest DNS resolver that refuses the whole resolution if any resolved
 /// address is refused by the policy. Install with
