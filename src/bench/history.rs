@@ -229,7 +229,8 @@ fn open_ready(path: &Path, checkpoints: bool) -> Result<(f64, f64, f64)> {
     open_here(path, checkpoints)
 }
 
-/// Opens the ledger here: (open-to-ready ms, resident MB once ready, records folded).
+/// Opens the ledger here: (open-to-ready ms, resident MB once ready and settled as `serve`
+/// settles, records folded).
 pub fn open_here(path: &Path, checkpoints: bool) -> Result<(f64, f64, f64)> {
     let options = LedgerOptions {
         checkpoint_every: None,
@@ -239,6 +240,8 @@ pub fn open_here(path: &Path, checkpoints: bool) -> Result<(f64, f64, f64)> {
     let started = Instant::now();
     let ledger = Ledger::open_with(path, Arc::new(SystemClock), &options)?;
     let ready = started.elapsed().as_secs_f64() * 1e3;
+    // As `serve` does once folded: the serving purge delay, and the fold's freed pages back.
+    crate::alloc::settle();
     let rss = resident_bytes() as f64 / 1e6;
     if checkpoints && ledger.rebuild_stats().start.checkpoint.is_none() {
         return Err(LedgerError::Invalid(
