@@ -6,8 +6,9 @@
 //! tries) although the attempt that asked gave up at its own timeout (`HOOKLEDGER_ATTEMPT_TIMEOUT`)
 //! and the next attempt asks again. Unbounded, 256 attempts in flight to names that never
 //! resolve filled tokio's blocking pool (512 threads), and the API's ledger reads, which run on
-//! that pool, queued behind them: `.ci/contract` saw a 30 ms listing answer after 10.2 s, and a
-//! recover after 27 s, on a machine whose resolver drops queries.
+//! that pool, queued behind them: `.ci/contract` saw a deliveries listing answer after 10.2 s, and
+//! a recover after 27 s, on a machine whose resolver drops queries (inferred from the
+//! deliveries' `timeout` class; a resolver here that never answers held a lookup 10.4 s).
 //!
 //! Invariant: at most [`MAX_LOOKUPS`] blocking threads are ever inside `getaddrinfo`. The permit
 //! moves into the blocking closure and is released when the call returns, not when the caller
