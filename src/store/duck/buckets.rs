@@ -41,7 +41,7 @@ pub fn table(bucket: u32) -> String {
 /// A bucket's columns, in the order older buckets have them after their migrations (schema 4
 /// added `app, producer_id, format`; schema 5 `body_digest` and a nullable `body`: NULL once
 /// expunged).
-const EVENT_TABLE_DDL: &str = "(seq BIGINT NOT NULL, event_id UUID PRIMARY KEY, \
+pub(super) const EVENT_TABLE_DDL: &str = "(seq BIGINT NOT NULL, event_id UUID PRIMARY KEY, \
      event_type VARCHAR NOT NULL, published_at TIMESTAMP NOT NULL, body BLOB, \
      hash BLOB NOT NULL, app VARCHAR, producer_id VARCHAR, format UTINYINT, body_digest BLOB)";
 

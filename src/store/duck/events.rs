@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use duckdb::params;
 use uuid::Uuid;
 
-use super::{buckets, ts, DuckStore};
+use super::{buckets, DuckStore};
 use crate::error::Result;
 use crate::ids::EventId;
 use crate::ledger::chain::Hash;
@@ -35,21 +35,10 @@ impl DuckStore {
     }
 
     pub(super) fn append_events(&self, table: &str, events: &[StoredEvent]) -> duckdb::Result<()> {
+        let batch = super::arrow_append::events_batch(events)
+            .map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))?;
         let mut app = self.conn.appender(table)?;
-        for e in events {
-            app.append_row(params![
-                e.seq as i64,
-                e.event_id.0,
-                e.event_type,
-                ts(e.published_at.timestamp_micros()),
-                e.body,
-                e.hash.to_vec(),
-                e.app,
-                e.producer_id,
-                e.format,
-                e.body_digest.map(|d| d.to_vec()),
-            ])?;
-        }
+        app.append_record_batch(batch)?;
         app.flush()?;
         Ok(())
     }

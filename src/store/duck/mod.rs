@@ -21,6 +21,7 @@ use crate::ledger::view::{DeliveryFilter, DeliverySummary};
 use crate::registry::StoredChange;
 
 /// The numbered schema files, applied in order. The database records the highest applied.
+mod arrow_append;
 mod arrow_scan;
 mod buckets;
 mod checkpoints;
@@ -224,26 +225,13 @@ impl DuckStore {
     }
 
     fn append_records(&self, records: &[StoredRecord]) -> duckdb::Result<()> {
-        let mut app = self.conn.appender("webhook_deliveries")?;
-        for r in records {
-            app.append_row(params![
-                r.seq as i64,
-                ts(r.recorded_at_us),
-                r.format_version,
-                r.kind,
-                r.webhook_id,
-                r.event_id,
-                r.attempt,
-                r.status_code,
-                r.error_class,
-                r.error,
-                r.duration_ms,
-                r.due_at_us.map(ts),
-                r.reason,
-                r.response_body,
-                r.prior_state,
-            ])?;
+        if records.is_empty() {
+            return Ok(());
         }
+        let batch = arrow_append::records_batch(records)
+            .map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let mut app = self.conn.appender("webhook_deliveries")?;
+        app.append_record_batch(batch)?;
         app.flush()?;
         Ok(())
     }
