@@ -45,13 +45,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::redirect::Policy;
-use reqwest::{Response, StatusCode, Url};
+use reqwest::{Response, StatusCode};
 
 use super::backoff::parse_retry_after;
 use super::guard::{EgressPolicy, GuardError, GuardedResolver};
 use super::signing::{
     signed_headers, Secret, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, USER_AGENT,
 };
+use super::url_cache::UrlCache;
 use crate::ledger::record::ErrorClass;
 
 /// Default total deadline of one attempt.
@@ -138,6 +139,7 @@ pub enum Outcome {
 pub struct Sender {
     client: reqwest::Client,
     config: SenderConfig,
+    urls: UrlCache,
 }
 
 impl Sender {
@@ -152,7 +154,11 @@ impl Sender {
             .user_agent(USER_AGENT)
             .build()
             .map_err(SenderError::Client)?;
-        Ok(Self { client, config })
+        Ok(Self {
+            client,
+            config,
+            urls: UrlCache::default(),
+        })
     }
 
     /// The configuration this sender was built with.
@@ -198,7 +204,7 @@ impl Sender {
         now: DateTime<Utc>,
         deadline: tokio::time::Instant,
     ) -> Exchange {
-        let url = match Url::parse(a.url) {
+        let url = match self.urls.parse(a.url) {
             Ok(url) => url,
             Err(e) => return Exchange::error(ErrorClass::RefusedUrl, format!("invalid URL: {e}")),
         };

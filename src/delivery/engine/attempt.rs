@@ -81,18 +81,20 @@ impl Engine {
         body: &EventBody,
         _permits: Permits,
     ) -> Outcome {
-        let (webhook, format) = {
-            let registry = self.ledger.shared().read_registry();
-            (
-                registry.get(&key.webhook_id).cloned(),
-                registry.format_of(&key.webhook_id),
-            )
-        };
         let now = self.clock.now();
-        let Some(w) = webhook.filter(|w| w.active) else {
+        // Only what the request needs leaves the registry's read lock: the URL and the opened
+        // secrets, not a clone of the whole webhook.
+        let target = {
+            let registry = self.ledger.shared().read_registry();
+            registry.get(&key.webhook_id).filter(|w| w.active).map(|w| {
+                let secrets = self.open_secrets(w.signing_secrets(now));
+                (w.url.clone(), secrets, registry.format_of(&key.webhook_id))
+            })
+        };
+        let Some((url, secrets, format)) = target else {
             return local_failure(ErrorClass::Other, "the webhook is not active");
         };
-        let secrets = match self.open_secrets(w.signing_secrets(now)) {
+        let secrets = match secrets {
             Ok(s) => s,
             Err(e) => return local_failure(ErrorClass::Other, &e),
         };
@@ -104,7 +106,7 @@ impl Engine {
             .unwrap_or_else(|| key.event_id.to_string());
         let bytes = body.wire(format);
         let a = Attempt {
-            url: &w.url,
+            url: &url,
             msg_id: &msg_id,
             body: &bytes,
             secrets: &secrets,
