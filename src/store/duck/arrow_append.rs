@@ -180,6 +180,13 @@ mod tests {
         out
     }
 
+    /// One batch through the appender, flushed, as the writer does it.
+    fn append(conn: &Connection, table: &str, batch: Result<RecordBatch, ArrowError>) {
+        let mut app = conn.appender(table).unwrap();
+        app.append_record_batch(batch.unwrap()).unwrap();
+        app.flush().unwrap();
+    }
+
     fn s(v: &str) -> Option<String> {
         Some(v.to_owned())
     }
@@ -222,11 +229,7 @@ mod tests {
             prior_state: None,
             ..full.clone()
         };
-        let mut app = conn.appender("webhook_deliveries").unwrap();
-        app.append_record_batch(records_batch(&[full, bare]).unwrap())
-            .unwrap();
-        app.flush().unwrap();
-        drop(app);
+        append(&conn, "webhook_deliveries", records_batch(&[full, bare]));
         let got = rows(
             &conn,
             "SELECT seq::VARCHAR, recorded_at::VARCHAR, format_version::VARCHAR, kind, \
@@ -318,11 +321,7 @@ mod tests {
             body_digest: None,
             ..event.clone()
         };
-        let mut app = conn.appender("ev").unwrap();
-        app.append_record_batch(events_batch(&[event, old]).unwrap())
-            .unwrap();
-        app.flush().unwrap();
-        drop(app);
+        append(&conn, "ev", events_batch(&[event, old]));
         let got = rows(
             &conn,
             "SELECT seq::VARCHAR, event_id::VARCHAR, event_type, published_at::VARCHAR, \
