@@ -1,12 +1,17 @@
 //! Prometheus metrics (`GET /metrics`), encoded by the `prometheus-client` crate.
 //!
 //! Two sources: the engine counts each attempt's outcome and latency as it records it
-//! ([`Metrics::observe`], counters since the process started), and the projection gives the
-//! queue by state, the ledger seq and the start-up fold, read at scrape time
+//! ([`Metrics::observe`], counters since the process started), and the ledger gives the
+//! queue by state, the ledger seq, the start-up fold and how long the writer's transactions
+//! and idle checkpoints held it ([`crate::ledger::pauses`]), read at scrape time
 //! ([`Metrics::render`]). No label carries a URL, a secret or an id, so cardinality stays
 //! bounded by the error classes.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,6 +21,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::delivery::sender::Outcome;
+use crate::ledger::pauses::{PauseSnapshot, WriterPauses, BOUNDS_US};
 use crate::ledger::projection::Counts;
 use crate::ledger::RebuildStats;
 
@@ -41,6 +47,34 @@ pub struct Metrics {
     ledger_seq: Gauge,
     fold_seconds: Gauge<f64, AtomicU64>,
     fold_records: Gauge,
+    writer_commits: PauseHistogram,
+    writer_idle: PauseHistogram,
+}
+
+/// A [`PauseSnapshot`] encoded as a Prometheus histogram (seconds), set at each scrape.
+#[derive(Clone, Debug, Default)]
+struct PauseHistogram(Arc<Mutex<PauseSnapshot>>);
+
+impl PauseHistogram {
+    fn set(&self, s: PauseSnapshot) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = s;
+    }
+}
+
+impl EncodeMetric for PauseHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
+        let s = *self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let bounds = BOUNDS_US
+            .iter()
+            .map(|&us| us as f64 / 1e6)
+            .chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(s.buckets).collect();
+        encoder.encode_histogram::<NoLabelSet>(s.sum_us as f64 / 1e6, s.count(), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 impl Default for Metrics {
@@ -58,6 +92,8 @@ impl Metrics {
         let ledger_seq = Gauge::default();
         let fold_seconds = Gauge::<f64, AtomicU64>::default();
         let fold_records = Gauge::default();
+        let writer_commits = PauseHistogram::default();
+        let writer_idle = PauseHistogram::default();
         let mut registry = Registry::with_prefix("hookledger");
         registry.register(
             "attempts",
@@ -89,6 +125,16 @@ impl Metrics {
             "How many records the start-up fold read",
             fold_records.clone(),
         );
+        registry.register(
+            "writer_commit_duration_seconds",
+            "Wall time of each ledger transaction; every commit waits for the one in flight",
+            writer_commits.clone(),
+        );
+        registry.register(
+            "writer_idle_checkpoint_duration_seconds",
+            "Wall time of each DuckDB checkpoint the writer took while its queue was empty",
+            writer_idle.clone(),
+        );
         Self {
             registry,
             attempts,
@@ -97,6 +143,8 @@ impl Metrics {
             ledger_seq,
             fold_seconds,
             fold_records,
+            writer_commits,
+            writer_idle,
         }
     }
 
@@ -125,8 +173,17 @@ impl Metrics {
             .observe(f64::from(duration_ms) / 1000.0);
     }
 
-    /// The Prometheus text exposition, with the gauges read from `counts` and `fold` now.
-    pub fn render(&self, counts: Counts, ledger_seq: u64, fold: &RebuildStats) -> String {
+    /// The Prometheus text exposition, with the gauges read from `counts`, `fold` and
+    /// `pauses` now.
+    pub fn render(
+        &self,
+        counts: Counts,
+        ledger_seq: u64,
+        fold: &RebuildStats,
+        pauses: &WriterPauses,
+    ) -> String {
+        self.writer_commits.set(pauses.commits.snapshot());
+        self.writer_idle.set(pauses.idle.snapshot());
         for (state, n) in counts.by_state() {
             self.deliveries
                 .get_or_create(&StateLabels { state })
@@ -208,7 +265,12 @@ mod tests {
             elapsed: std::time::Duration::from_millis(1500),
             start: Default::default(),
         };
-        let text = metrics.render(counts, 99, &stats);
+        let pauses = WriterPauses::default();
+        pauses
+            .commits
+            .record(std::time::Duration::from_micros(1_500));
+        pauses.commits.record(std::time::Duration::from_millis(90));
+        let text = metrics.render(counts, 99, &stats, &pauses);
         for line in [
             r#"hookledger_attempts_total{outcome="delivered",error_class=""} 1"#,
             r#"hookledger_attempts_total{outcome="failed",error_class="timeout"} 1"#,
@@ -219,6 +281,13 @@ mod tests {
             "hookledger_ledger_seq 99",
             "hookledger_fold_seconds 1.5",
             "hookledger_fold_records 42",
+            "hookledger_writer_commit_duration_seconds_count 2",
+            r#"hookledger_writer_commit_duration_seconds_bucket{le="0.002"} 1"#,
+            r#"hookledger_writer_commit_duration_seconds_bucket{le="0.064"} 1"#,
+            r#"hookledger_writer_commit_duration_seconds_bucket{le="0.128"} 2"#,
+            r#"hookledger_writer_commit_duration_seconds_bucket{le="+Inf"} 2"#,
+            "hookledger_writer_commit_duration_seconds_sum 0.0915",
+            "hookledger_writer_idle_checkpoint_duration_seconds_count 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -63,6 +63,8 @@ struct Run {
     cpu: Duration,
     /// What the heavy query did, when it ran.
     sql: Option<super::sqlload::Ran>,
+    /// How long the writer's transactions and idle checkpoints held it.
+    pauses: super::pauses::Pauses,
 }
 
 pub fn run(
@@ -379,6 +381,14 @@ fn half_rate(run: &Run, commit_ns: u64) -> Vec<Figure> {
             to_commit(lat.last().copied().unwrap_or(0)),
         ),
     ]
+    .into_iter()
+    .chain(super::pauses::figures(
+        "deliver",
+        "half",
+        &run.pauses,
+        commit_ns,
+    ))
+    .collect()
 }
 
 /// Publishes `spec.events` events through the engine and waits until every delivery is
@@ -440,6 +450,7 @@ async fn drive(at: &Location, spec: Spec, progress: &mut dyn FnMut(&str)) -> Res
         .then(|| super::sqlload::Load::start(ledger.clone()));
     let started = Instant::now();
     let cpu = cpu_time();
+    let window = super::pauses::Window::open(&ledger);
     let publishers = publish(&engine, &tape, &spec);
     for p in publishers {
         p.await.map_err(|e| LedgerError::Invalid(e.to_string()))??;
@@ -448,6 +459,7 @@ async fn drive(at: &Location, spec: Spec, progress: &mut dyn FnMut(&str)) -> Res
     wait_delivered(&ledger, deliveries, progress).await?;
     let elapsed = started.elapsed();
     let cpu = cpu_time().saturating_sub(cpu);
+    let pauses = window.close(&ledger);
     let _ = stop.send(true);
     let _ = redrive.await;
     let sql = match load {
@@ -473,6 +485,7 @@ async fn drive(at: &Location, spec: Spec, progress: &mut dyn FnMut(&str)) -> Res
         latencies: tape.latencies(spec.events),
         cpu,
         sql,
+        pauses,
     })
 }
 

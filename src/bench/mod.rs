@@ -36,6 +36,7 @@ mod disk;
 mod due;
 pub mod history;
 mod latency;
+mod pauses;
 mod pg;
 pub(crate) mod rebuild;
 mod receiver;

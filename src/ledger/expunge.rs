@@ -129,7 +129,7 @@ impl Writer {
         }
         let (mut batch, records, changes) = self.build(&staged, now);
         batch.expunges = rows;
-        match self.store.commit(&batch) {
+        match self.commit_timed(&batch) {
             Ok(()) => {
                 if let Some(last) = batch.expunges.last() {
                     self.last_expunge = (last.seq, last.hash);

@@ -24,6 +24,7 @@ pub mod checkpoint;
 pub mod due;
 pub mod expunge;
 mod listen;
+pub mod pauses;
 pub mod projection;
 pub mod record;
 mod reopen;
@@ -70,6 +71,8 @@ pub struct Shared {
     cluster: std::sync::OnceLock<Arc<crate::cluster::Membership>>,
     /// Checkpoints the writer's store took while its queue was empty ([`Store::idle`]).
     idle_checkpoints: std::sync::atomic::AtomicU64,
+    /// How long the writer's transactions and idle work held it.
+    pauses: pauses::WriterPauses,
 }
 
 impl Shared {
@@ -310,6 +313,7 @@ impl Ledger {
             options: options.clone(),
             cluster: std::sync::OnceLock::new(),
             idle_checkpoints: Default::default(),
+            pauses: Default::default(),
         });
         let listening = match &store {
             AnyStore::Pg(pg) => Some(pg.reader()?),
@@ -367,6 +371,11 @@ impl Ledger {
         self.shared
             .idle_checkpoints
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How long the writer's transactions and idle checkpoints have held it so far.
+    pub fn writer_pauses(&self) -> &pauses::WriterPauses {
+        &self.shared.pauses
     }
 
     /// What the checkpointer has done so far.

@@ -155,8 +155,12 @@ impl Writer {
         if self.reopen.is_some() {
             return;
         }
+        let started = std::time::Instant::now();
         match self.store.idle() {
-            Ok(true) => self.shared.note_idle_checkpoint(),
+            Ok(true) => {
+                self.shared.pauses.idle.record(started.elapsed());
+                self.shared.note_idle_checkpoint();
+            }
             Ok(false) => {}
             Err(e) => tracing::debug!(error = %e, "idle work failed"),
         }
@@ -182,7 +186,7 @@ impl Writer {
         let (staged, deferred) = self.stage(requests, None, &finished);
         if !staged.is_empty() {
             let (batch, records, changes) = self.build(&staged, now);
-            match self.store.commit(&batch) {
+            match self.commit_timed(&batch) {
                 Ok(()) => self.acknowledge(staged, &batch, &records, &changes, now),
                 // A refused commit with events may be a repeated event id (the primary key):
                 // look the events up and commit the rest. A failing disk is no such case.
@@ -217,7 +221,7 @@ impl Writer {
             return;
         }
         let (batch, records, changes) = self.build(&staged, now);
-        match self.store.commit(&batch) {
+        match self.commit_timed(&batch) {
             Ok(()) => self.acknowledge(staged, &batch, &records, &changes, now),
             Err(e) => self.fail(staged.into_iter().map(|s| s.request), e),
         }
@@ -328,6 +332,14 @@ impl Writer {
     }
 
     /// The batch's timestamp: the clock, truncated to microseconds, never before the last one.
+    /// One store transaction, its wall time counted in the writer's pauses.
+    pub(super) fn commit_timed(&mut self, batch: &CommitBatch) -> Result<()> {
+        let started = std::time::Instant::now();
+        let result = self.store.commit(batch);
+        self.shared.pauses.commits.record(started.elapsed());
+        result
+    }
+
     pub(super) fn now(&self) -> Timestamp {
         let now = to_micros(self.clock.now());
         match self.shared.read_projection().last_recorded_at() {

@@ -58,6 +58,17 @@ fn deliver_1000_events_all_delivered_with_three_records_each() {
     assert!(rate.value > 0.0 && rate.ratio.is_some(), "{rate:?}");
     assert!(value(&figures, "deliver.half_p99") > 0.0);
     assert!(value(&figures, "deliver.commit_p50") > 0.0);
+    // The writer's pauses over the half-rate window: it committed, and its bucket bounds are
+    // ordered (a window that saw nothing would read u64::MAX here).
+    assert!(value(&figures, "deliver.half_writer_commits") >= 1.0);
+    let (w50, w99) = (
+        value(&figures, "deliver.half_writer_p50"),
+        value(&figures, "deliver.half_writer_p99"),
+    );
+    assert!(
+        w50 > 0.0 && w50 <= w99 && w99 < 1e9,
+        "writer p50 {w50}, p99 {w99}"
+    );
     // CPU per unit of work is measured for both, and compared.
     assert!(value(&figures, "baseline.cpu") > 0.0);
     let cpu = find(&figures, "deliver.cpu").expect("deliver cpu");

@@ -297,3 +297,19 @@ fn event_bodies_are_stored_once_byte_for_byte() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].body, body);
 }
+
+#[test]
+fn every_transaction_is_counted_in_the_writers_pauses_refused_ones_too() {
+    let t = TestLedger::new();
+    let count = || t.ledger().writer_pauses().commits.snapshot().count();
+    let before = count();
+    t.publish(1, &[webhook(1)]).unwrap();
+    t.append(key(1, 1), attempted(1)).unwrap();
+    assert_eq!(count(), before + 2, "one transaction per commit");
+    let after = t.ledger().writer_pauses().commits.snapshot();
+    assert!(after.sum_us > 0 && after.max_us > 0, "{after:?}");
+    // Refused by staging: nothing reaches the store, so no transaction is counted.
+    t.append(key(1, 1), failed(1, 500, t.now())).unwrap();
+    t.append(key(1, 1), delivered(1)).unwrap_err();
+    assert_eq!(count(), before + 3);
+}

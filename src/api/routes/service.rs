@@ -134,12 +134,12 @@ fn all_metrics(state: &AppState) -> Metrics {
         let projection = ledger.shared().read_projection();
         (projection.counts(), projection.last_seq())
     };
-    Metrics(
-        state
-            .engine
-            .metrics()
-            .render(counts, seq, ledger.rebuild_stats()),
-    )
+    Metrics(state.engine.metrics().render(
+        counts,
+        seq,
+        ledger.rebuild_stats(),
+        ledger.writer_pauses(),
+    ))
 }
 
 /// One app's counts: its live deliveries from the projection, its finished ones counted in the
