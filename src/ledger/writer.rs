@@ -10,6 +10,9 @@
 //! A commit the disk refuses is answered `StorageUnavailable` and leaves no trace in memory;
 //! `reopen.rs` covers how the writer carries on after one.
 //!
+//! Every store transaction and every idle checkpoint is timed into the writer's pause
+//! distribution (`pauses.rs`): what each commit may wait behind, read by `/metrics` and `bench`.
+//!
 //! A `requeued` record is checked against the delivery it lifts: for each delivery a batch
 //! requeues that is not live, the writer reads the kind of its last stored record (one keyed
 //! query per batch, only for batches with requeues), and staging refuses a requeue of a
@@ -331,7 +334,6 @@ impl Writer {
         }
     }
 
-    /// The batch's timestamp: the clock, truncated to microseconds, never before the last one.
     /// One store transaction, its wall time counted in the writer's pauses.
     pub(super) fn commit_timed(&mut self, batch: &CommitBatch) -> Result<()> {
         let started = std::time::Instant::now();
@@ -340,6 +342,7 @@ impl Writer {
         result
     }
 
+    /// The batch's timestamp: the clock, truncated to microseconds, never before the last one.
     pub(super) fn now(&self) -> Timestamp {
         let now = to_micros(self.clock.now());
         match self.shared.read_projection().last_recorded_at() {

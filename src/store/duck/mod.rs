@@ -20,7 +20,6 @@ use crate::ledger::stored::StoredRecord;
 use crate::ledger::view::{DeliveryFilter, DeliverySummary};
 use crate::registry::StoredChange;
 
-/// The numbered schema files, applied in order. The database records the highest applied.
 mod arrow_append;
 mod arrow_scan;
 mod buckets;
@@ -40,6 +39,7 @@ mod summaries;
 use buckets::Buckets;
 pub use buckets::DEFAULT_BUCKET_EVENTS;
 
+/// The numbered schema files, applied in order. The database records the highest applied.
 pub const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../../schema/001_ledger.sql")),
     (2, include_str!("../../../schema/002_audit_views.sql")),
