@@ -450,7 +450,7 @@ async fn drive(at: &Location, spec: Spec, progress: &mut dyn FnMut(&str)) -> Res
         .then(|| super::sqlload::Load::start(ledger.clone()));
     let started = Instant::now();
     let cpu = cpu_time();
-    let window = super::pauses::Window::open(&ledger);
+    let pauses_before = super::pauses::Pauses::now(&ledger);
     let publishers = publish(&engine, &tape, &spec);
     for p in publishers {
         p.await.map_err(|e| LedgerError::Invalid(e.to_string()))??;
@@ -459,7 +459,7 @@ async fn drive(at: &Location, spec: Spec, progress: &mut dyn FnMut(&str)) -> Res
     wait_delivered(&ledger, deliveries, progress).await?;
     let elapsed = started.elapsed();
     let cpu = cpu_time().saturating_sub(cpu);
-    let pauses = window.close(&ledger);
+    let pauses = super::pauses::Pauses::now(&ledger).since(&pauses_before);
     let _ = stop.send(true);
     let _ = redrive.await;
     let sql = match load {

@@ -9,22 +9,16 @@ use super::{figure, Figure};
 use crate::ledger::pauses::PauseSnapshot;
 use crate::ledger::Ledger;
 
-/// The writer's counts when a window opens.
-#[derive(Clone, Copy, Debug)]
-pub struct Window {
-    commits: PauseSnapshot,
-    idle: PauseSnapshot,
-}
-
-/// The window's transactions and idle checkpoints.
+/// The writer's transactions and idle checkpoints: counts so far ([`Pauses::now`]), or over
+/// a window ([`Pauses::since`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Pauses {
     pub commits: PauseSnapshot,
     pub idle: PauseSnapshot,
 }
 
-impl Window {
-    pub fn open(ledger: &Ledger) -> Self {
+impl Pauses {
+    pub fn now(ledger: &Ledger) -> Self {
         let p = ledger.writer_pauses();
         Self {
             commits: p.commits.snapshot(),
@@ -32,11 +26,11 @@ impl Window {
         }
     }
 
-    pub fn close(&self, ledger: &Ledger) -> Pauses {
-        let p = ledger.writer_pauses();
+    /// What the writer counted after `earlier`.
+    pub fn since(&self, earlier: &Pauses) -> Pauses {
         Pauses {
-            commits: p.commits.snapshot().since(&self.commits),
-            idle: p.idle.snapshot().since(&self.idle),
+            commits: self.commits.since(&earlier.commits),
+            idle: self.idle.since(&earlier.idle),
         }
     }
 }

@@ -299,7 +299,7 @@ fn event_bodies_are_stored_once_byte_for_byte() {
 }
 
 #[test]
-fn every_transaction_is_counted_in_the_writers_pauses_refused_ones_too() {
+fn every_transaction_is_counted_in_the_writers_pauses_and_a_commit_staging_refuses_is_not() {
     let t = TestLedger::new();
     let count = || t.ledger().writer_pauses().commits.snapshot().count();
     let before = count();
