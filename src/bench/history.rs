@@ -5,10 +5,13 @@
 //!
 //! - open-to-ready with checkpoints, and with them disabled (the full fold, as records/s);
 //! - resident memory once ready (in a fresh process when run from the `hookledger` binary);
-//! - commit p50/p99/max over a fixed window of publishes (with projection checkpoints every
-//!   2,000 records during it) and the longest DuckDB checkpoint after such a window (what
-//!   every commit waits behind when DuckDB checkpoints by itself), and the checkpoint right
-//!   after a bucket seals (best of 3, measured last);
+//! - commit p50/p99/max over fixed windows of publishes (with projection checkpoints every
+//!   2,000 records during them) and the longest DuckDB checkpoint after such a window (what
+//!   every commit waits behind when DuckDB checkpoints by itself) with the rows DuckDB's vacuum
+//!   merged in it, the longest one without a tail compaction by that vacuum, and one with
+//!   (publishing on until one comes, its cost per merged row; what bounds it is in
+//!   `duck_checkpoint.rs`), and the checkpoint right after a bucket seals (best of 3,
+//!   measured last);
 //! - `state_at` for the instant of the middle record;
 //! - the file size;
 //!
@@ -21,6 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::history_window::{commit_window, seal_pause};
 use super::{figure, quantile, rate, resident_bytes, Figure};
 use crate::clock::SystemClock;
 use crate::error::{LedgerError, Result};
@@ -31,9 +35,6 @@ use crate::ledger::{Ledger, LedgerOptions, DEFAULT_CHECKPOINT_EVERY};
 
 /// Deliveries left pending for the whole history.
 pub const LIVE: usize = 10_000;
-/// Publisher threads and publishes each, per window.
-const WINDOW: (usize, usize) = (8, 500);
-const WINDOWS: usize = 3;
 
 /// One size's measurements.
 #[derive(Clone, Copy, Debug, Default)]
@@ -47,6 +48,10 @@ struct Sized {
     p99_ms: f64,
     max_ms: f64,
     pause_ms: f64,
+    pause_merged_rows: f64,
+    plain_pause_ms: f64,
+    compaction_ms: f64,
+    compaction_rows: f64,
     seal_pause_ms: f64,
     copy_ms: f64,
     state_at_ms: f64,
@@ -111,6 +116,30 @@ fn size_figures(m: &Sized) -> Vec<Figure> {
             "ms",
         ),
         f(
+            "pause_merged",
+            "rows DuckDB's vacuum merged in that checkpoint",
+            m.pause_merged_rows,
+            "rows",
+        ),
+        f(
+            "plain_pause",
+            "longest DuckDB checkpoint without a tail compaction",
+            m.plain_pause_ms,
+            "ms",
+        ),
+        f(
+            "compaction",
+            "DuckDB checkpoint with a tail compaction",
+            m.compaction_ms,
+            "ms",
+        ),
+        f(
+            "compaction_rows",
+            "rows its vacuum merged",
+            m.compaction_rows,
+            "rows",
+        ),
+        f(
             "seal_pause",
             "DuckDB checkpoint right after a bucket seals",
             m.seal_pause_ms,
@@ -164,6 +193,18 @@ fn ratios(s: &Sized, l: &Sized) -> Vec<Figure> {
         r("commit_max", "commit max", s.max_ms, l.max_ms),
         r("pause", "longest checkpoint pause", s.pause_ms, l.pause_ms),
         r(
+            "plain_pause",
+            "longest checkpoint without a tail compaction",
+            s.plain_pause_ms,
+            l.plain_pause_ms,
+        ),
+        r(
+            "compaction_per_row",
+            "checkpoint with a tail compaction, per merged row",
+            s.compaction_ms / s.compaction_rows.max(1.0),
+            l.compaction_ms / l.compaction_rows.max(1.0),
+        ),
+        r(
             "seal_pause",
             "checkpoint after a bucket seal",
             s.seal_pause_ms,
@@ -192,15 +233,12 @@ fn one(path: &Path, records: u64, progress: &mut dyn FnMut(&str)) -> Result<Size
         m.open_ms, m.open_full_ms
     ));
     m.state_at_ms = state_at_middle(path, written)?;
-    let window = commit_window(path)?;
-    (
-        m.p50_ms,
-        m.p99_ms,
-        m.max_ms,
-        m.pause_ms,
-        m.copy_ms,
-        m.checkpoint_bytes,
-    ) = window;
+    let w = commit_window(path)?;
+    (m.p50_ms, m.p99_ms, m.max_ms) = (w.p50_ms, w.p99_ms, w.max_ms);
+    (m.pause_ms, m.pause_merged_rows) = (w.longest.ms, w.longest.merged_rows as f64);
+    m.plain_pause_ms = w.plain_pause_ms;
+    (m.compaction_ms, m.compaction_rows) = (w.compaction.ms, w.compaction.merged_rows as f64);
+    (m.copy_ms, m.checkpoint_bytes) = (w.copy_ms, w.checkpoint_bytes);
     m.file_mb = std::fs::metadata(path).map(|x| x.len()).unwrap_or(0) as f64 / 1e6;
     m.seal_pause_ms = seal_pause(path)?;
     progress(&format!("history {written}: measured"));
@@ -278,96 +316,6 @@ fn state_at_middle(path: &Path, records: u64) -> Result<f64> {
     ledger.close();
     took.sort_unstable();
     Ok(quantile(&took, 0.5) as f64 / 1e6)
-}
-
-type Window = (f64, f64, f64, f64, f64, f64);
-
-/// [`WINDOWS`] windows of publishes with projection checkpoints every 2,000 records, each
-/// followed by a DuckDB checkpoint: commit p50/p99/max, the longest DuckDB checkpoint, the
-/// longest projection copy (ms) and the checkpoint bytes per live delivery.
-fn commit_window(path: &Path) -> Result<Window> {
-    let options = LedgerOptions {
-        checkpoint_every: Some(2_000),
-        ..LedgerOptions::default()
-    };
-    let ledger = Arc::new(Ledger::open_with(path, Arc::new(SystemClock), &options)?);
-    let webhook = WebhookId::new();
-    let mut latencies = Vec::new();
-    let mut pause = 0f64;
-    for _ in 0..WINDOWS {
-        let threads: Vec<_> = (0..WINDOW.0)
-            .map(|_| {
-                let ledger = ledger.clone();
-                std::thread::spawn(move || -> Result<Vec<u64>> {
-                    let mut took = Vec::with_capacity(WINDOW.1);
-                    for _ in 0..WINDOW.1 {
-                        let started = Instant::now();
-                        ledger.commit_blocking(super::commit::publish_commit(webhook))?;
-                        took.push(started.elapsed().as_nanos() as u64);
-                    }
-                    Ok(took)
-                })
-            })
-            .collect();
-        for t in threads {
-            let took = t
-                .join()
-                .map_err(|_| LedgerError::Invalid("a publisher panicked".into()))??;
-            latencies.extend(took);
-        }
-        pause = pause.max(duck_checkpoint(&ledger)?);
-    }
-    latencies.sort_unstable();
-    let stats = ledger.checkpoint_stats();
-    let copy = stats
-        .longest_copy_us
-        .load(std::sync::atomic::Ordering::Relaxed) as f64
-        / 1e3;
-    let bytes = stats.last_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64;
-    let live = ledger.state().live_len().max(1) as f64;
-    let ms = |q: f64| quantile(&latencies, q) as f64 / 1e6;
-    let out = (ms(0.5), ms(0.99), ms(1.0), pause, copy, bytes / live);
-    drop(ledger);
-    Ok(out)
-}
-
-/// The DuckDB checkpoint right after a bucket seals, best of 3 (what grew with history while
-/// every sealed bucket's id filter was a row of `event_buckets`, rewritten whole by the
-/// checkpoint after each seal; see `store/duck/filters.rs`). A writer told to seal at every
-/// batch with events publishes once per try. Runs last: it leaves three more, small, buckets.
-fn seal_pause(path: &Path) -> Result<f64> {
-    let options = LedgerOptions {
-        checkpoint_every: None,
-        bucket_events: 1,
-        ..LedgerOptions::default()
-    };
-    let ledger = Ledger::open_with(path, Arc::new(SystemClock), &options)?;
-    let webhook = WebhookId::new();
-    duck_checkpoint(&ledger)?;
-    let mut best = f64::MAX;
-    for _ in 0..3 {
-        ledger.commit_blocking(super::commit::publish_commit(webhook))?;
-        best = best.min(duck_checkpoint(&ledger)?);
-    }
-    ledger.close();
-    Ok(best)
-}
-
-/// Times a DuckDB `CHECKPOINT` once the writer and the checkpointer are idle (it fails while
-/// another transaction runs; then it is tried again).
-fn duck_checkpoint(ledger: &Ledger) -> Result<f64> {
-    let reader = ledger.reader()?;
-    for _ in 0..50 {
-        let started = Instant::now();
-        if reader
-            .connection()
-            .is_ok_and(|c| c.execute_batch("CHECKPOINT").is_ok())
-        {
-            return Ok(started.elapsed().as_secs_f64() * 1e3);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(LedgerError::Invalid("CHECKPOINT kept failing".into()))
 }
 
 /// Writes [`LIVE`] pending deliveries, then happy-path deliveries (three records each) up to

@@ -248,6 +248,7 @@ fn history_builds_two_ledgers_and_reports_each_figure_with_its_ratio() {
             "rss",
             "commit_p99",
             "pause",
+            "plain_pause",
             "seal_pause",
             "state_at",
             "file",
@@ -257,6 +258,13 @@ fn history_builds_two_ledgers_and_reports_each_figure_with_its_ratio() {
                 "{id} {n}"
             );
         }
+        // The longest pause is at least the longest without a compaction, and a compaction
+        // (found by publishing on) merged at least half a row group, read from DuckDB's log.
+        let pause = value(&figures, &format!("history.pause_{n}"));
+        assert!(pause >= value(&figures, &format!("history.plain_pause_{n}")));
+        let merged = value(&figures, &format!("history.compaction_rows_{n}"));
+        assert!(merged >= 61_440.0, "compaction merged {merged} rows at {n}");
+        assert!(value(&figures, &format!("history.compaction_{n}")) > 0.0);
         let live = value(&figures, &format!("history.checkpoint_per_live_{n}"));
         assert!(
             live > 30.0 && live < 100.0,
@@ -269,6 +277,8 @@ fn history_builds_two_ledgers_and_reports_each_figure_with_its_ratio() {
         "open",
         "commit_p99",
         "pause",
+        "plain_pause",
+        "compaction_per_row",
         "seal_pause",
         "state_at",
         "rss",
