@@ -56,8 +56,13 @@ pub fn run(sizes: &[usize], progress: &mut dyn FnMut(&str)) -> Result<Vec<Figure
     let mut reference = None;
     let largest = sizes.iter().copied().max().unwrap_or(0);
     for &pending in sizes {
+        // Resident memory as `serve` holds it once ready: after `settle`, which returns what
+        // was freed (the tables and B-tree nodes that growing the projection left behind) at
+        // once instead of after mimalloc's start-up purge delay.
+        crate::alloc::settle();
         let before = resident_bytes();
         let queue = pending_queue(pending)?;
+        crate::alloc::settle();
         let grown = resident_bytes().saturating_sub(before);
         let per_call = time_take(&queue);
         progress(&format!("due: {pending} pending done"));
