@@ -8,10 +8,9 @@
 //! - commit p50/p99/max over fixed windows of publishes (with projection checkpoints every
 //!   2,000 records during them) and the longest DuckDB checkpoint after such a window (what
 //!   every commit waits behind when DuckDB checkpoints by itself) with the rows DuckDB's vacuum
-//!   merged in it, the longest one without a tail compaction by that vacuum, and one with
-//!   (publishing on until one comes, its cost per merged row; what bounds it is in
-//!   `duck_checkpoint.rs`), and the checkpoint right after a bucket seals (best of 3,
-//!   measured last);
+//!   merged in it (none with the store's default, `duck_checkpoint.rs`), the longest one
+//!   without a tail compaction by that vacuum, and the checkpoint right after a bucket seals
+//!   (best of 3, measured last);
 //! - `state_at` for the instant of the middle record;
 //! - the file size;
 //!
@@ -50,8 +49,6 @@ struct Sized {
     pause_ms: f64,
     pause_merged_rows: f64,
     plain_pause_ms: f64,
-    compaction_ms: f64,
-    compaction_rows: f64,
     seal_pause_ms: f64,
     copy_ms: f64,
     state_at_ms: f64,
@@ -128,18 +125,6 @@ fn size_figures(m: &Sized) -> Vec<Figure> {
             "ms",
         ),
         f(
-            "compaction",
-            "DuckDB checkpoint with a tail compaction",
-            m.compaction_ms,
-            "ms",
-        ),
-        f(
-            "compaction_rows",
-            "rows its vacuum merged",
-            m.compaction_rows,
-            "rows",
-        ),
-        f(
             "seal_pause",
             "DuckDB checkpoint right after a bucket seals",
             m.seal_pause_ms,
@@ -199,12 +184,6 @@ fn ratios(s: &Sized, l: &Sized) -> Vec<Figure> {
             l.plain_pause_ms,
         ),
         r(
-            "compaction_per_row",
-            "checkpoint with a tail compaction, per merged row",
-            s.compaction_ms / s.compaction_rows.max(1.0),
-            l.compaction_ms / l.compaction_rows.max(1.0),
-        ),
-        r(
             "seal_pause",
             "checkpoint after a bucket seal",
             s.seal_pause_ms,
@@ -237,7 +216,6 @@ fn one(path: &Path, records: u64, progress: &mut dyn FnMut(&str)) -> Result<Size
     (m.p50_ms, m.p99_ms, m.max_ms) = (w.p50_ms, w.p99_ms, w.max_ms);
     (m.pause_ms, m.pause_merged_rows) = (w.longest.ms, w.longest.merged_rows as f64);
     m.plain_pause_ms = w.plain_pause_ms;
-    (m.compaction_ms, m.compaction_rows) = (w.compaction.ms, w.compaction.merged_rows as f64);
     (m.copy_ms, m.checkpoint_bytes) = (w.copy_ms, w.checkpoint_bytes);
     m.file_mb = std::fs::metadata(path).map(|x| x.len()).unwrap_or(0) as f64 / 1e6;
     m.seal_pause_ms = seal_pause(path)?;

@@ -1,8 +1,8 @@
 //! The `history` scenario's windows of publishes on a filled ledger: commit latency, the
-//! DuckDB checkpoints after each window (the longest, the longest without a tail compaction,
-//! and one with a compaction, found by publishing on), and the checkpoint right after a bucket
-//! seals. Nothing here grows with history except what DuckDB does; `duck_checkpoint.rs` says
-//! what bounds that.
+//! DuckDB checkpoints after each window (the longest, with the rows DuckDB's vacuum merged in
+//! it, and the longest without a tail compaction), and the checkpoint right after a bucket
+//! seals. With the store's default `max_vacuum_tasks = 0` nothing is merged;
+//! `duck_checkpoint.rs` says what a merge costs when an operator turns it back on.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,8 +23,6 @@ const WINDOWS: usize = 8;
 /// A checkpoint whose vacuum merged this many rows (half a DuckDB row group of 122,880) or
 /// more compacted a table's tail; one below it wrote little more than the new rows.
 const COMPACTION_ROWS: u64 = 61_440;
-/// Further windows, at most, until a checkpoint compacts a tail (if none of [`WINDOWS`] did).
-const MORE_WINDOWS: usize = 40;
 
 /// What [`commit_window`] measured.
 pub(super) struct Window {
@@ -35,8 +33,6 @@ pub(super) struct Window {
     pub longest: Timed,
     /// The longest one without a tail compaction (its vacuum merged under [`COMPACTION_ROWS`]).
     pub plain_pause_ms: f64,
-    /// The first checkpoint with a tail compaction (zero if none did).
-    pub compaction: Timed,
     /// The longest projection copy.
     pub copy_ms: f64,
     pub checkpoint_bytes: f64,
@@ -56,7 +52,6 @@ pub(super) fn commit_window(path: &Path) -> Result<Window> {
     let timer = Timer::new(&ledger)?;
     let mut longest = Timed::default();
     let mut plain = 0f64;
-    let mut compaction = None;
     for _ in 0..WINDOWS {
         latencies.extend(publish_window(&ledger, webhook)?);
         let took = timer.checkpoint()?;
@@ -65,20 +60,6 @@ pub(super) fn commit_window(path: &Path) -> Result<Window> {
         }
         if took.merged_rows < COMPACTION_ROWS {
             plain = plain.max(took.ms);
-        } else {
-            compaction.get_or_insert(took);
-        }
-    }
-    // Outside the fixed windows (their latencies are not counted): more windows until one
-    // checkpoint compacts a tail, so that its cost is measured at every size.
-    for _ in 0..MORE_WINDOWS {
-        if compaction.is_some() {
-            break;
-        }
-        publish_window(&ledger, webhook)?;
-        let took = timer.checkpoint()?;
-        if took.merged_rows >= COMPACTION_ROWS {
-            compaction = Some(took);
         }
     }
     drop(timer);
@@ -97,7 +78,6 @@ pub(super) fn commit_window(path: &Path) -> Result<Window> {
         max_ms: ms(1.0),
         longest,
         plain_pause_ms: plain,
-        compaction: compaction.unwrap_or_default(),
         copy_ms: copy,
         checkpoint_bytes: bytes / live,
     };

@@ -35,6 +35,7 @@ mod producers;
 mod scan;
 mod stats;
 mod summaries;
+mod vacuum;
 
 use buckets::Buckets;
 pub use buckets::DEFAULT_BUCKET_EVENTS;
@@ -114,6 +115,9 @@ impl DuckStore {
             idle_checkpoint_bytes: DEFAULT_IDLE_CHECKPOINT_MB << 20,
         };
         store.migrate(mode)?;
+        if mode == OpenMode::ReadWrite {
+            vacuum::apply(&store.conn)?;
+        }
         store.schema = store.schema_version()?;
         if mode == OpenMode::ReadWrite {
             store.buckets = Some(Buckets::load(&store.conn, DEFAULT_BUCKET_EVENTS, true)?);
