@@ -415,3 +415,30 @@ fn the_checkpointer_thins_as_it_writes() {
     let verdict = verify(&store, None).unwrap();
     assert!(verdict.ok(), "{verdict}");
 }
+
+/// Closing a ledger right after a commit returns, again and again: the commit wakes the
+/// checkpointer as the close asks it to stop. A stop landing between its read of the flag and
+/// its read of the channel was once lost, and `Ledger::close` waited forever (a
+/// `bench --scenario history` hung so after filling 10 M records). That exact interleaving is
+/// pinned by the checkpointer's unit test; this one runs the real threads.
+#[test]
+fn a_close_right_after_a_commit_stops_the_checkpointer() {
+    let options = LedgerOptions {
+        // Never due: the checkpointer only wakes at each commit and goes back to waiting.
+        checkpoint_every: Some(u64::MAX / 2),
+        ..LedgerOptions::default()
+    };
+    let mut t = TestLedger::with_options(&options);
+    for n in 1..=50u128 {
+        t.commit(publish_commit(n, &[webhook(1)], t.now())).unwrap();
+        let ledger = t.ledger.take().unwrap();
+        let (closed, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            ledger.close();
+            let _ = closed.send(());
+        });
+        wait.recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("close {n} never returned: the checkpointer kept waiting"));
+        t.reopen_with(&options);
+    }
+}

@@ -13,11 +13,16 @@
 //! After each checkpoint it writes, it thins the stored ones ([`super::thin`]) in one
 //! `DELETE` through the same kind of connection: the writer never waits for it, and a crash
 //! in between leaves at worst a few rows the next thinning removes.
+//!
+//! A stop is never lost, even one that lands as a commit wakes the thread ([`due`] reads the
+//! flag after the channel), so `Ledger::close` always returns.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
+
+use tokio::sync::watch;
 
 use super::{snapshot_of, to_row};
 use crate::error::{LedgerError, Result};
@@ -97,6 +102,29 @@ pub(crate) fn thin_now(shared: &Shared, stats: &CheckpointStats, every: u64) -> 
     Ok(dropped)
 }
 
+/// Waits until the committed seq reaches `at` (that seq) or a stop is asked (`None`).
+///
+/// The flag is read after the channel is marked seen, never before: a stop sets the flag and
+/// then bumps the channel, so either this read sees the flag or the wait below sees the bump.
+/// Read the other way round, a stop landing between the two reads was lost, and the thread
+/// waited for a commit that never came while `Ledger::close` waited for the thread.
+async fn due(
+    committed: &mut watch::Receiver<u64>,
+    stopping: &dyn Fn() -> bool,
+    at: u64,
+) -> Option<u64> {
+    loop {
+        let seq = *committed.borrow_and_update();
+        if stopping() {
+            return None;
+        }
+        if seq >= at {
+            return Some(seq);
+        }
+        committed.changed().await.ok()?;
+    }
+}
+
 /// The running checkpointer thread.
 pub(crate) struct Checkpointer {
     stop: Arc<AtomicBool>,
@@ -121,28 +149,24 @@ impl Checkpointer {
             .name("hookledger-checkpointer".into())
             .spawn(move || {
                 let mut committed = shared.subscribe();
-                while !stopping.load(Ordering::Acquire) {
-                    let seq = *committed.borrow_and_update();
-                    if seq >= last.saturating_add(every) {
-                        match write_now(&shared, &stats) {
-                            Ok(Some(s)) => {
-                                last = s;
-                                if let Err(e) = thin_now(&shared, &stats, every) {
-                                    // A cache: the next checkpoint thins again.
-                                    tracing::warn!(error = %e, "could not thin projection checkpoints");
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                // A cache: try again one interval later.
-                                tracing::warn!(error = %e, "could not store a projection checkpoint");
-                                last = seq;
+                let stopped = || stopping.load(Ordering::Acquire);
+                while let Some(seq) =
+                    runtime.block_on(due(&mut committed, &stopped, last.saturating_add(every)))
+                {
+                    match write_now(&shared, &stats) {
+                        Ok(Some(s)) => {
+                            last = s;
+                            if let Err(e) = thin_now(&shared, &stats, every) {
+                                // A cache: the next checkpoint thins again.
+                                tracing::warn!(error = %e, "could not thin projection checkpoints");
                             }
                         }
-                        continue;
-                    }
-                    if runtime.block_on(committed.changed()).is_err() {
-                        break;
+                        Ok(None) => {}
+                        Err(e) => {
+                            // A cache: try again one interval later.
+                            tracing::warn!(error = %e, "could not store a projection checkpoint");
+                            last = seq;
+                        }
                     }
                 }
             })
@@ -160,5 +184,60 @@ impl Checkpointer {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    fn run(fut: impl std::future::Future<Output = Option<u64>>) -> Option<u64> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), fut)
+                .await
+                .expect("the checkpointer's wait never returned")
+        })
+    }
+
+    #[test]
+    fn a_stop_that_lands_while_the_flag_is_read_is_not_lost() {
+        // The stop happens during the first read of the flag, exactly as `Checkpointer::stop`
+        // does it (flag, then channel): that read still says "running", so only the channel
+        // can tell, and it must not have been marked seen after the stop.
+        let (send, mut committed) = watch::channel(5u64);
+        let reads = Cell::new(0);
+        let stopping = || {
+            reads.set(reads.get() + 1);
+            if reads.get() == 1 {
+                send.send_replace(5);
+                false
+            } else {
+                true
+            }
+        };
+        assert_eq!(run(due(&mut committed, &stopping, 100)), None);
+    }
+
+    #[test]
+    fn it_returns_the_seq_once_due_and_none_when_the_sender_is_gone() {
+        let (send, mut committed) = watch::channel(5u64);
+        assert_eq!(run(due(&mut committed, &|| false, 5)), Some(5));
+        let later = std::thread::spawn(move || {
+            send.send_replace(7);
+            send.send_replace(12);
+        });
+        assert_eq!(run(due(&mut committed, &|| false, 10)), Some(12));
+        later.join().unwrap();
+        assert_eq!(
+            run(due(&mut committed, &|| false, 100)),
+            None,
+            "sender dropped"
+        );
     }
 }
