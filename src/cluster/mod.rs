@@ -54,7 +54,6 @@
 pub mod lease;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -86,9 +85,9 @@ pub fn bit(partition: u16) -> u64 {
 pub struct Membership {
     pub node: Uuid,
     held: AtomicU64,
-    /// Partitions taken over since the engine last looked: their deliveries still in an
-    /// attempt were cut off and must be abandoned.
-    taken: Mutex<u64>,
+    /// Partitions taken from another owner (or from nobody) whose cut-off attempts the engine
+    /// has not abandoned yet: held, but not attempted here until it has.
+    taken: AtomicU64,
     live: AtomicUsize,
 }
 
@@ -97,14 +96,18 @@ impl Membership {
         Self {
             node,
             held: AtomicU64::new(0),
-            taken: Mutex::new(0),
+            taken: AtomicU64::new(0),
             live: AtomicUsize::new(1),
         }
     }
 
-    /// Whether this node attempts `webhook`'s deliveries now.
+    /// Whether this node attempts `webhook`'s deliveries now: it holds the partition, and what
+    /// a previous owner left in an attempt there has been abandoned ([`Self::took_over`]).
+    /// Before that, an attempt started here would be taken for the old owner's and abandoned
+    /// with them, and its delivery sent twice.
     pub fn owns(&self, webhook: WebhookId) -> bool {
-        self.held() & bit(partition_of(webhook)) != 0
+        let b = bit(partition_of(webhook));
+        self.held() & b != 0 && self.taken() & b == 0
     }
 
     /// The partitions held, as a mask.
@@ -118,17 +121,23 @@ impl Membership {
     }
 
     /// The lease loop's result: what is held now, and what was taken from another owner.
+    /// A partition taken is marked before it shows as held, so no moment lets it be attempted
+    /// before its take-over.
     pub fn set(&self, held: u64, taken: u64, live: usize) {
+        self.taken.fetch_or(taken, Ordering::AcqRel);
         self.held.store(held, Ordering::Release);
         self.live.store(live, Ordering::Relaxed);
-        if taken != 0 {
-            *self.taken.lock().unwrap_or_else(|e| e.into_inner()) |= taken;
-        }
     }
 
-    /// The partitions taken over since the last call (the engine abandons their attempts).
-    pub fn take_over(&self) -> u64 {
-        std::mem::take(&mut *self.taken.lock().unwrap_or_else(|e| e.into_inner()))
+    /// The partitions taken whose cut-off attempts are still to be abandoned.
+    pub fn taken(&self) -> u64 {
+        self.taken.load(Ordering::Acquire)
+    }
+
+    /// The engine abandoned what was left in an attempt in `partitions`: they are attempted
+    /// here from now on.
+    pub fn took_over(&self, partitions: u64) {
+        self.taken.fetch_and(!partitions, Ordering::AcqRel);
     }
 }
 
@@ -201,6 +210,30 @@ pub fn plan(me: Uuid, rows: &[LeaseRow], live: &[Uuid], busy: u64) -> LeasePlan 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_taken_partition_is_attempted_only_once_its_take_over_is_done() {
+        let m = Membership::new(Uuid::from_u128(1));
+        let (w3, w4) = (WebhookId(Uuid::from_u128(3)), WebhookId(Uuid::from_u128(4)));
+        assert!(!m.owns(w3), "nothing is held before the first round");
+        // The first round takes every partition from nobody: what was in an attempt there is
+        // a previous run's, to be abandoned before this node sends anything of it.
+        m.set(u64::MAX, u64::MAX, 1);
+        assert!(!m.owns(w3) && !m.owns(w4));
+        m.took_over(bit(partition_of(w3)));
+        assert!(m.owns(w3) && !m.owns(w4));
+        // A later round that only renews leaves them as they are; one that takes again marks
+        // the taken partition until the engine has been through it again.
+        m.set(u64::MAX, 0, 1);
+        assert!(m.owns(w3));
+        m.set(u64::MAX, bit(partition_of(w3)), 2);
+        assert!(!m.owns(w3));
+        assert_eq!(
+            m.taken(),
+            u64::MAX,
+            "w4's partition is still to be taken over"
+        );
+    }
 
     fn rows(owner: impl Fn(u16) -> Option<Uuid>) -> Vec<LeaseRow> {
         (0..PARTITIONS)

@@ -4,8 +4,10 @@
 //! to record), then records `failed` with class `abandoned` for each, with its backoff (or
 //! `dead_parked` when that was its last attempt), and re-drive retries them when due.
 //!
-//! Invariant: only deliveries of partitions this node holds are abandoned here, and the
-//! writer's transition check refuses an outcome for an attempt that was already finished.
+//! Invariant: only deliveries of partitions this node holds are abandoned here, never one of
+//! its own attempts: a partition taken is not attempted here until its take-over is done
+//! (`Membership::owns`); and the writer's transition check refuses an outcome for an attempt
+//! that was already finished.
 
 use super::*;
 use crate::cluster::{bit, partition_of};
@@ -16,23 +18,21 @@ impl Engine {
         let Some(membership) = self.ledger.shared().cluster().cloned() else {
             return Ok(0);
         };
-        let taken = membership.take_over();
+        let taken = membership.taken();
         if taken == 0 {
             return Ok(0);
         }
-        let abandoned = async {
-            self.ledger.sync().await?;
-            self.abandon(
+        // Nothing of `taken` is attempted here until this returns (`Membership::owns`), so
+        // every attempt left open in it is the old owner's. On an error the partitions stay
+        // marked and the next pass tries again.
+        self.ledger.sync().await?;
+        let abandoned = self
+            .abandon(
                 |key| taken & bit(partition_of(key.webhook_id)) != 0,
                 "the node attempting it stopped (its lease expired)",
             )
-            .await
-        }
-        .await;
-        if abandoned.is_err() {
-            // Looked at again at the next pass.
-            membership.set(membership.held(), taken, membership.live_nodes());
-        }
-        abandoned
+            .await?;
+        membership.took_over(taken);
+        Ok(abandoned)
     }
 }
