@@ -285,11 +285,17 @@ async fn the_console_signs_in_creates_a_webhook_follows_a_delivery_live_and_trav
     b.click("#time-travel button[type=submit]").await;
     b.text_where("#then-seq", |t| t == "0").await;
     assert_eq!(b.text("#then-delivered").await, "0");
-    b.js(
-        "const s = document.getElementById('at-slider'); s.value = s.max; \
-          s.dispatchEvent(new Event('input'))",
-    )
-    .await;
+    // The far right is now itself, not the last whole step before it (which could miss the
+    // newest records: a range input snaps to `min` plus whole steps).
+    assert_eq!(
+        b.js(
+            "const s = document.getElementById('at-slider'); s.value = s.max; \
+             s.dispatchEvent(new Event('input')); return s.value === s.max"
+        )
+        .await,
+        json!(true),
+        "the slider reaches its max"
+    );
     b.text_where("#then-delivered", |t| t == "2").await;
     b.js(
         "const s = document.getElementById('at-slider'); s.value = s.min; \

@@ -12,9 +12,12 @@ export async function render(main) {
     replace(main, h("h1", {}, "Time travel"), h("p", {}, "The ledger has no records yet."));
     return undefined;
   }
-  // One second before the first record, so the slider's start shows the empty queue.
-  const start = new Date(first.data[0].recorded_at).getTime() - 1000;
+  // At least one second before the first record, so the slider's start shows the empty queue,
+  // and whole steps from the end: a range input snaps to `min` plus whole steps, so with any
+  // other start its far right stood up to a second before now and missed the newest records.
   const end = Date.now();
+  const span = Math.ceil((end - new Date(first.data[0].recorded_at).getTime()) / 1000) * 1000;
+  const start = end - span - 1000;
   const slider = h("input", { id: "at-slider", type: "range", name: "at-slider", min: start, max: end,
     step: 1000, value: end });
   const text = h("input", { id: "at-text", name: "at", value: new Date(end).toISOString() });
