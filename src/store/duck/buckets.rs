@@ -19,16 +19,18 @@
 //! batch like the key does, and the writer then answers that event alone (same body: the first
 //! answer; another body: a conflict).
 //!
-//! What still grows with history: the number of tables. Each sealed bucket adds two (its
-//! events with their key, its filter), and this DuckDB's checkpoint visits every table of the
-//! file whether it changed or not: about 28 µs for a table with a primary key and 13 µs for
-//! one without, with metadata re-use on (a probe on the bundled DuckDB: a 1,000-row append to
-//! one table, then `CHECKPOINT`, with 10 / 400 / 1,600 other unchanged tables of 2,000 rows:
-//! 2.9 / 12.1 / 47.9 ms keyed, 3.4 / 8.5 / 24.9 ms not; the size of a table, its key, or the
-//! number of its row groups made no difference). So each DuckDB checkpoint costs about
-//! 41 µs more per 131,072 events stored: about 1 ms at the history bench's 10 M records
-//! (3.3 M events), 10 ms at 32 M events, 0.3 s at a billion. Merging sealed buckets into
-//! larger tables written once would bound it; not done.
+//! What still grows with history: what a DuckDB checkpoint visits. This DuckDB's checkpoint
+//! visits every table of the file and every row group of the unchanged ones, with metadata
+//! re-use on: about 28 µs a table with a primary key, 13 µs one without, 3.3 µs a row group
+//! (probes on the bundled DuckDB, a small append to one table then `CHECKPOINT`: beside 10 /
+//! 400 / 1,600 unchanged tables of 2,000 rows, 2.9 / 12.1 / 47.9 ms keyed and 3.4 / 8.5 /
+//! 24.9 ms not; beside one unchanged table of 1 / 300 / 1,000 row groups, 1.1 / 2.1-2.9 /
+//! 4.4 ms; a table's size, its key and the row groups of the table appended to made no
+//! difference). Each sealed bucket adds two tables (its events with their key, its filter)
+//! and a few row groups, so each DuckDB checkpoint costs about 50 µs more per 131,072 events
+//! stored: 1-2 ms at the history bench's 10 M records (3.3 M events), 12 ms at 32 M events,
+//! 0.4 s at a billion. Merging sealed buckets into larger tables written once would bound the
+//! tables' part; not done.
 
 use duckdb::{params, Connection};
 use uuid::Uuid;
