@@ -28,7 +28,7 @@
 //! 4.4 ms; a table's size, its key and the row groups of the table appended to made no
 //! difference). Each sealed bucket adds two tables (its events with their key, its filter)
 //! and a few row groups, so each DuckDB checkpoint costs about 50 µs more per 131,072 events
-//! stored: 1-2 ms at the history bench's 10 M records (3.3 M events), 12 ms at 32 M events,
+//! stored: 1-2 ms at the history bench's 10 M records (3.3 M events), 14 ms at 32 M events,
 //! 0.4 s at a billion. Merging sealed buckets into larger tables written once would bound the
 //! tables' part; not done.
 
