@@ -134,6 +134,15 @@ impl Membership {
         self.taken.load(Ordering::Acquire)
     }
 
+    /// What the engine's next take-over pass covers: the partitions marked (all of them are
+    /// cleared once it is done), and among them those still held, whose open attempts it
+    /// abandons. One marked but no longer held went to another node before the pass: its open
+    /// attempts are that node's to abandon.
+    pub fn to_take_over(&self) -> (u64, u64) {
+        let marked = self.taken();
+        (marked, marked & self.held())
+    }
+
     /// The engine abandoned what was left in an attempt in `partitions`: they are attempted
     /// here from now on.
     pub fn took_over(&self, partitions: u64) {
@@ -233,6 +242,20 @@ mod tests {
             u64::MAX,
             "w4's partition is still to be taken over"
         );
+    }
+
+    #[test]
+    fn a_partition_released_before_its_take_over_is_cleared_not_abandoned() {
+        let m = Membership::new(Uuid::from_u128(1));
+        let (a, b) = (bit(3), bit(4));
+        m.set(a | b, a | b, 1);
+        // The next round gives partition 4 to a second node before the engine's pass.
+        m.set(a, 0, 2);
+        assert_eq!(m.to_take_over(), (a | b, a), "only 3 is abandoned here");
+        m.took_over(a | b);
+        assert_eq!(m.to_take_over(), (0, 0));
+        assert!(m.owns(WebhookId(Uuid::from_u128(3))));
+        assert!(!m.owns(WebhookId(Uuid::from_u128(4))));
     }
 
     fn rows(owner: impl Fn(u16) -> Option<Uuid>) -> Vec<LeaseRow> {

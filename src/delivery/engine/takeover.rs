@@ -4,10 +4,10 @@
 //! to record), then records `failed` with class `abandoned` for each, with its backoff (or
 //! `dead_parked` when that was its last attempt), and re-drive retries them when due.
 //!
-//! Invariant: only deliveries of partitions this node holds are abandoned here, never one of
-//! its own attempts: a partition taken is not attempted here until its take-over is done
-//! (`Membership::owns`); and the writer's transition check refuses an outcome for an attempt
-//! that was already finished.
+//! Invariant: only deliveries of partitions this node holds are abandoned here, and never an
+//! attempt it started since it took the partition: a partition taken is not attempted here
+//! until its take-over is done (`Membership::owns`); and the writer's transition check refuses
+//! an outcome for an attempt that was already finished.
 
 use super::*;
 use crate::cluster::{bit, partition_of};
@@ -18,21 +18,24 @@ impl Engine {
         let Some(membership) = self.ledger.shared().cluster().cloned() else {
             return Ok(0);
         };
-        let taken = membership.taken();
-        if taken == 0 {
+        let (marked, taken) = membership.to_take_over();
+        if marked == 0 {
             return Ok(0);
         }
         // Nothing of `taken` is attempted here until this returns (`Membership::owns`), so
         // every attempt left open in it is the old owner's. On an error the partitions stay
         // marked and the next pass tries again.
-        self.ledger.sync().await?;
-        let abandoned = self
-            .abandon(
+        let abandoned = if taken == 0 {
+            0
+        } else {
+            self.ledger.sync().await?;
+            self.abandon(
                 |key| taken & bit(partition_of(key.webhook_id)) != 0,
                 "the node attempting it stopped (its lease expired)",
             )
-            .await?;
-        membership.took_over(taken);
+            .await?
+        };
+        membership.took_over(marked);
         Ok(abandoned)
     }
 }
