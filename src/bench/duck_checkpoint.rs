@@ -9,7 +9,7 @@
 //! checkpoint merges the tail: up to 3 × 122,880 rows rewritten, whatever the history. That
 //! merge, not the history, set the longest pause the scenario saw (145-233 ms at 10 M records
 //! against 22-62 ms without one; at 1 M too, a few windows later, for the same cost per merged
-//! row), which is why the store turns it off (`store::duck::DEFAULT_VACUUM_TASKS`). Each
+//! row), which is why the store turns it off (`store/duck/vacuum.rs`). Each
 //! timed checkpoint reports the rows merged, read from DuckDB's own checkpoint log
 //! (`duckdb_logs`, type `Checkpoint`, enabled for this connection's database by
 //! [`Timer::new`]): 0 unless `HOOKLEDGER_DUCKDB_VACUUM_TASKS` turns merging back on.

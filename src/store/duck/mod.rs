@@ -106,6 +106,7 @@ impl DuckStore {
             .filter(|m| !m.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_MEMORY_LIMIT.to_owned());
         let config = Config::default().access_mode(access)?.max_memory(&memory)?;
+        let config = vacuum::configure(config)?;
         let conn = Connection::open_with_flags(path, config).map_err(|e| open_error(e, path))?;
         let mut store = Self {
             conn,
@@ -115,9 +116,6 @@ impl DuckStore {
             idle_checkpoint_bytes: DEFAULT_IDLE_CHECKPOINT_MB << 20,
         };
         store.migrate(mode)?;
-        if mode == OpenMode::ReadWrite {
-            vacuum::apply(&store.conn)?;
-        }
         store.schema = store.schema_version()?;
         if mode == OpenMode::ReadWrite {
             store.buckets = Some(Buckets::load(&store.conn, DEFAULT_BUCKET_EVENTS, true)?);

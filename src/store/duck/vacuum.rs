@@ -1,4 +1,4 @@
-//! DuckDB's row-group merging (its vacuum), which the writer's database runs without: the
+//! DuckDB's row-group merging (its vacuum), which hookledger's databases run without: the
 //! setting `max_vacuum_tasks`, [`DEFAULT_VACUUM_TASKS`] unless
 //! `HOOKLEDGER_DUCKDB_VACUUM_TASKS` says otherwise (DuckDB's own default is 100).
 //!
@@ -19,7 +19,7 @@
 //! is given up is row groups filled to 122,880 rows: each checkpoint's rows stay a group of
 //! their own (about 100,000 records per automatic checkpoint, one more per restart).
 
-use duckdb::Connection;
+use duckdb::Config;
 
 use crate::error::{LedgerError, Result};
 
@@ -28,11 +28,11 @@ pub const DEFAULT_VACUUM_TASKS: u32 = 0;
 /// The environment variable that overrides it.
 pub const VACUUM_TASKS_ENV: &str = "HOOKLEDGER_DUCKDB_VACUUM_TASKS";
 
-/// Applies the setting (from the environment, else the default) to `conn`'s database.
-pub(super) fn apply(conn: &Connection) -> Result<()> {
+/// `config` with the setting (from the environment, else the default), for the whole database
+/// from its first statement on (migrations included) and every connection cloned from it.
+pub(super) fn configure(config: Config) -> Result<Config> {
     let tasks = parse(std::env::var(VACUUM_TASKS_ENV).ok().as_deref())?;
-    conn.execute_batch(&format!("SET max_vacuum_tasks = {tasks}"))?;
-    Ok(())
+    Ok(config.with("max_vacuum_tasks", tasks.to_string())?)
 }
 
 /// The setting for a value of [`VACUUM_TASKS_ENV`] (unset or blank: the default).
@@ -70,14 +70,18 @@ mod tests {
     fn the_writers_database_runs_without_row_group_merging() {
         let dir = tempfile::tempdir().unwrap();
         let store = DuckStore::open(&dir.path().join("v.duckdb"), OpenMode::ReadWrite).unwrap();
-        let tasks: i64 = store
-            .connection()
-            .query_row(
-                "SELECT current_setting('max_vacuum_tasks')::BIGINT",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(tasks, i64::from(DEFAULT_VACUUM_TASKS));
+        // The checkpointer commits through a clone: its commits may run the automatic
+        // checkpoint too.
+        let reader = store.reader().unwrap();
+        for conn in [store.connection(), reader.connection()] {
+            let tasks: i64 = conn
+                .query_row(
+                    "SELECT current_setting('max_vacuum_tasks')::BIGINT",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(tasks, i64::from(DEFAULT_VACUUM_TASKS));
+        }
     }
 }
