@@ -22,6 +22,7 @@ use crate::registry::StoredChange;
 
 mod arrow_append;
 mod arrow_scan;
+mod autocheckpoint;
 mod buckets;
 mod checkpoints;
 mod checks;
@@ -107,6 +108,7 @@ impl DuckStore {
             .unwrap_or_else(|| DEFAULT_MEMORY_LIMIT.to_owned());
         let config = Config::default().access_mode(access)?.max_memory(&memory)?;
         let config = vacuum::configure(config)?;
+        let config = autocheckpoint::configure(config)?;
         let conn = Connection::open_with_flags(path, config).map_err(|e| open_error(e, path))?;
         let mut store = Self {
             conn,
