@@ -347,13 +347,27 @@ fn latency_paces_http_publishes_and_compares_them_with_a_one_row_commit() {
     };
     let figures = through_serve("latency", options);
     assert_eq!(value(&figures, "latency.delivered"), 100.0);
-    let [p50, p99, max, c50, c99] = ["p50", "p99", "max", "commit_p50", "commit_p99"]
-        .map(|id| value(&figures, &format!("latency.{id}")));
+    let [p50, p99, max, c50, c99, g50, g99] = [
+        "p50",
+        "p99",
+        "max",
+        "commit_p50",
+        "commit_p99",
+        "commit_paced_p50",
+        "commit_paced_p99",
+    ]
+    .map(|id| value(&figures, &format!("latency.{id}")));
     assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{p50} {p99} {max}");
     assert!(c50 > 0.0 && c50 <= c99, "{c50} {c99}");
+    assert!(g50 > 0.0 && g50 <= g99, "{g50} {g99}");
     // Nothing takes a minute when nothing failed.
     assert!(max < 60_000.0, "{max} ms");
-    for (id, reference) in [("p50", c50), ("p99", c99)] {
+    for (id, reference) in [
+        ("p50", c50),
+        ("p99", c99),
+        ("p50_paced", g50),
+        ("p99_paced", g99),
+    ] {
         let f = find(&figures, &format!("latency.{id}")).unwrap();
         assert!(
             (f.ratio.unwrap() - f.value / reference).abs() < 1e-6,
