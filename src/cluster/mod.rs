@@ -32,7 +32,9 @@
 //! and a publish makes its inline first attempt only for them; other nodes' deliveries are
 //! only enqueued. The writer fences: under the commit lock it reads which partitions this node
 //! holds and refuses an `attempted` record of any other partition (unless the delivery is
-//! enqueued in the same commit: a test delivery, which no other node can know of yet). Leases
+//! enqueued in the same commit: a test delivery, which no other node can know of yet), and a
+//! `failed` of class `abandoned` there (declaring another node's attempt dead is the owner's
+//! decision; a late take-over pass of a partition already handed on is refused). Leases
 //! change only under the commit lock too, so a lease cannot move between that check and the
 //! append.
 //!

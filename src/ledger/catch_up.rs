@@ -8,7 +8,7 @@
 //! include every record, change, event and expunge committed before it took the lock; so the
 //! seqs stay gapless, the chains linear, and the transition check sees every node's records.
 
-use super::record::RecordBody;
+use super::record::{ErrorClass, RecordBody};
 use super::writer::{Commit, Receipt, Request, Writer};
 use super::{chain, expunge};
 use crate::error::{LedgerError, Result};
@@ -116,17 +116,15 @@ impl Writer {
     }
 
     /// Refuses the requests that would start an attempt of a delivery in a partition this node
-    /// does not lease now (see `crate::cluster`); a delivery enqueued in the same commit (a
-    /// test delivery, a publish's inline attempt) is this node's to start.
+    /// does not lease now, or declare one abandoned there (see `crate::cluster`); a delivery
+    /// enqueued in the same commit (a test delivery, a publish's inline attempt) is this node's
+    /// to start. Other outcomes pass: a node whose lease moved away while its request was on
+    /// the wire still records what the receiver answered.
     fn fence(&mut self, requests: Vec<Request>) -> Vec<Request> {
         let Some(node) = self.shared.cluster().map(|m| m.node) else {
             return requests;
         };
-        let starts = |c: &Commit| {
-            c.records
-                .iter()
-                .any(|r| matches!(r.body, RecordBody::Attempted { .. }))
-        };
+        let starts = |c: &Commit| c.records.iter().any(|r| owner_only(&r.body));
         if !requests.iter().any(|r| starts(&r.commit)) {
             return requests;
         }
@@ -172,13 +170,23 @@ pub(super) fn is_sync(c: &Commit) -> bool {
         && c.expunge.is_empty()
 }
 
-/// The webhook of the first `attempted` record in `commit` outside the partitions in `held`
-/// whose delivery is not enqueued in the same commit.
+/// A record only the node leasing the delivery's partition may append: an `attempted`, or a
+/// `failed` of class `abandoned` (the decision that another node's attempt is dead).
+fn owner_only(body: &RecordBody) -> bool {
+    match body {
+        RecordBody::Attempted { .. } => true,
+        RecordBody::Failed(f) => f.error_class == ErrorClass::Abandoned,
+        _ => false,
+    }
+}
+
+/// The webhook of the first owner-only record ([`owner_only`]) in `commit` outside the
+/// partitions in `held` whose delivery is not enqueued in the same commit.
 fn foreign_start(commit: &Commit, held: u64) -> Option<crate::ids::WebhookId> {
     commit.records.iter().find_map(|r| {
-        let RecordBody::Attempted { .. } = r.body else {
+        if !owner_only(&r.body) {
             return None;
-        };
+        }
         let fresh = commit
             .records
             .iter()
@@ -203,7 +211,7 @@ mod tests {
     }
 
     #[test]
-    fn an_attempt_outside_the_leased_partitions_is_foreign_unless_enqueued_with_it() {
+    fn an_attempt_or_abandon_outside_the_leased_partitions_is_foreign_unless_enqueued_with_it() {
         let (ours, theirs) = (key(64 * 3 + 1), key(64 * 5 + 2)); // partitions 1 and 2
         let held = crate::cluster::bit(1);
         let attempt = |k| NewRecord::new(k, RecordBody::Attempted { attempt: 1 });
@@ -226,6 +234,33 @@ mod tests {
         );
         assert_eq!(
             foreign_start(&commit(vec![enqueue(theirs), attempt(theirs)]), held),
+            None
+        );
+        // Declaring an attempt abandoned is the owner's decision too; another outcome is not.
+        let failed = |k, class| {
+            NewRecord::new(
+                k,
+                RecordBody::Failed(crate::ledger::record::Failure {
+                    attempt: 1,
+                    status: None,
+                    error_class: class,
+                    error: "cut off".into(),
+                    duration_ms: 0,
+                    next_due_at: chrono::Utc::now(),
+                    response_body: None,
+                }),
+            )
+        };
+        assert_eq!(
+            foreign_start(&commit(vec![failed(ours, ErrorClass::Abandoned)]), held),
+            None
+        );
+        assert_eq!(
+            foreign_start(&commit(vec![failed(theirs, ErrorClass::Abandoned)]), held),
+            Some(theirs.webhook_id)
+        );
+        assert_eq!(
+            foreign_start(&commit(vec![failed(theirs, ErrorClass::Timeout)]), held),
             None
         );
         assert!(is_sync(&Commit::default()));

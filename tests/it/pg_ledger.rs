@@ -202,3 +202,82 @@ fn a_store_flag_that_is_not_a_postgres_url_is_refused_naming_the_flag() {
     let shown = Location::Postgres("postgres://u:secret@h:5/db".into()).to_string();
     assert!(!shown.contains("secret"), "{shown}");
 }
+
+/// The writer's partition fence on PostgreSQL (`crate::cluster`): a node that leases no
+/// partition of a webhook may enqueue its deliveries, but neither start an attempt of one
+/// nor declare one abandoned, and nothing of a refused commit is written; once the node
+/// leases the partition, both go through.
+#[test]
+fn the_fence_refuses_attempts_and_abandons_outside_the_nodes_partitions() {
+    use hookledger::cluster::{partition_of, Membership};
+    use hookledger::ledger::record::{ErrorClass, Failure, NewRecord, RecordBody};
+    use hookledger::ledger::writer::Commit;
+
+    let url = pg_schema!("the_fence_refuses_attempts_and_abandons_outside_the_nodes_partitions");
+    let clock = ManualClock::at_epoch();
+    let ledger = open(
+        &Location::Postgres(url.clone()),
+        &clock,
+        &LedgerOptions::default(),
+    );
+    let node = uuid::Uuid::new_v4();
+    ledger.shared().set_cluster(Arc::new(Membership::new(node)));
+    // Any node enqueues: a publish lands on whichever node the producer reached.
+    ledger
+        .commit_blocking(publish_commit(1, &[webhook(1)], clock.now()))
+        .unwrap();
+    let one = |body: RecordBody| Commit {
+        records: vec![NewRecord::new(key(1, 1), body)],
+        ..Commit::default()
+    };
+    let abandoned = || {
+        RecordBody::Failed(Failure {
+            attempt: 1,
+            status: None,
+            error_class: ErrorClass::Abandoned,
+            error: "the node attempting it stopped".into(),
+            duration_ms: 0,
+            next_due_at: clock.now(),
+            response_body: None,
+        })
+    };
+    let head = ledger.state().last_seq();
+    let refused = ledger.commit_blocking(one(attempted(1))).unwrap_err();
+    assert!(
+        matches!(refused, LedgerError::NotLeased { .. }),
+        "{refused}"
+    );
+    assert_eq!(
+        ledger.state().last_seq(),
+        head,
+        "nothing of a refused attempt"
+    );
+
+    // The node takes the webhook's partition: its attempt goes through.
+    let partition = i32::from(partition_of(webhook(1)));
+    let mut client = connect(&url);
+    let take = "UPDATE partition_leases SET node_id = $1, expires_at = now() + interval '1 hour', \
+                epoch = epoch + 1 WHERE partition = $2";
+    client.execute(take, &[&node, &partition]).unwrap();
+    ledger.commit_blocking(one(attempted(1))).unwrap();
+
+    // Handed to another node before it could declare that attempt cut off: refused.
+    client
+        .execute(take, &[&uuid::Uuid::new_v4(), &partition])
+        .unwrap();
+    let head = ledger.state().last_seq();
+    let refused = ledger.commit_blocking(one(abandoned())).unwrap_err();
+    assert!(
+        matches!(refused, LedgerError::NotLeased { .. }),
+        "{refused}"
+    );
+    assert_eq!(
+        ledger.state().last_seq(),
+        head,
+        "nothing of a refused abandon"
+    );
+    // The attempt's own outcome still lands: its request was on the wire.
+    let next = clock.now() + chrono::Duration::seconds(30);
+    ledger.commit_blocking(one(failed(1, 503, next))).unwrap();
+    assert!(ledger.verify().unwrap().ok());
+}
