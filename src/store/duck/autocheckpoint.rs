@@ -12,20 +12,21 @@
 //!
 //! Measured, `bench --scenario deliver --events 60000` on a fresh file, alternated runs on a
 //! quiet machine (threshold: half-rate publish → receiver p99; longest writer transaction):
-//! - 16 MB: 63-227 ms (39x-98x one commit); 79-223 ms;
+//! - 16 MB: 63-227 ms (39x-98x one commit); 76-223 ms;
 //! - 4 MB: 23-34 ms (14x-20x); 25-29 ms;
 //! - 2 MB: 20-23 ms (11x-14x); 18-28 ms;
 //! - 1 MB: 872 ms; the fixed part came due every few transactions, 112 of 437 took over
 //!   16 ms, and the writer fell behind.
 //!
-//! Deliveries/s did not move (15,976-21,274 across all). But `bench --scenario history`
+//! Deliveries/s stayed within 15,300-21,300 from 2 to 16 MB. But `bench --scenario history`
 //! (one run each, ledgers built through the writer at that threshold) at 4 MB against
 //! 16 MB: the file at 10 M records 746 against 502 MB, the longest checkpoint after a window
 //! 20.5 / 49.0 ms at 1 M / 10 M (ratio 2.39) against 23.7 / 21.5 ms (0.90), the one after a
 //! bucket seals 33 against 13 ms at 10 M. A smaller threshold shortens each stall on a young
-//! file and makes every checkpoint's fixed part grow faster with history, the cost the README's
-//! "A ledger that lives for years" keeps flat. So the default stays DuckDB's; an operator whose history stays short
-//! (retention, `ledger::expunge`) and who wants a shorter tail can lower it.
+//! file and makes every checkpoint's fixed part grow faster with history, the cost the
+//! README's "A ledger that lives for years" keeps flat (records are never deleted, so the
+//! row groups only add up). So the default stays DuckDB's; an operator who puts a shorter
+//! tail today before a bigger file and slower checkpoints later can lower it.
 //!
 //! Invariant kept: durability does not depend on it. Every acknowledged commit is in the WAL,
 //! fsynced, whatever the threshold; the checkpoint only moves it into the main file.
